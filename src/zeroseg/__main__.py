@@ -1,0 +1,5 @@
+"""``python -m zeroseg`` runs the command line."""
+
+from zeroseg.cli.app import main
+
+main()
