@@ -1,0 +1,149 @@
+"""Multi-resolution aggregation of self-attention maps into one 4-D attention tensor (DiffSeg, step 1).
+
+Each side ``r`` contributes its ``(r*r, r*r)`` head- and layer-averaged self-attention. The key dims are
+upsampled bilinearly to the largest side ``S`` and renormalised, the query dims are block-replicated, and
+the sides are summed with weights proportional to ``r``.
+
+References:
+    Tian et al., "Diffuse, Attend, and Segment", CVPR 2024; official code ``segmentor.py:aggregate_weights``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from zeroseg.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Query rows of one side processed at once; bounds the temporary upsampled block to about 16 MiB at S=64.
+_ROWS_PER_CHUNK = 1024
+
+
+def grid_side(num_tokens: int, *, name: str) -> int:
+    """Side ``r`` of a square token grid with ``num_tokens = r * r`` tokens.
+
+    Raises:
+        ConfigError: if ``num_tokens`` is not a positive perfect square.
+    """
+    side = math.isqrt(num_tokens) if num_tokens > 0 else 0
+    if side == 0 or side * side != num_tokens:
+        raise ConfigError(f"`{name}` has {num_tokens} tokens, which is not a square grid r*r with r >= 1")
+    return side
+
+
+def validate_attention_maps(maps: Mapping[int, torch.Tensor]) -> list[int]:
+    """Check ``maps`` and return its grid sides, largest first.
+
+    Args:
+        maps: grid side ``r`` -> ``(r*r, r*r)`` row-stochastic self-attention.
+
+    Raises:
+        ConfigError: on an empty dict, a shape that does not match its key, a non-float tensor, or a side
+            that does not divide the largest side (query dims are block-replicated by an integer factor).
+    """
+    if not isinstance(maps, Mapping) or len(maps) == 0:
+        raise ConfigError(
+            f"`maps` must be a non-empty dict {{side: (side*side, side*side) tensor}}, got {maps!r}"
+        )
+    for side, attn in maps.items():
+        if not isinstance(side, int) or side < 1:
+            raise ConfigError(f"`maps` keys must be positive grid sides, got {side!r}")
+        if not isinstance(attn, torch.Tensor) or not attn.is_floating_point():
+            raise ConfigError(f"`maps[{side}]` must be a floating-point tensor, got {type(attn).__name__}")
+        expected = (side * side, side * side)
+        if tuple(attn.shape) != expected:
+            raise ConfigError(f"`maps[{side}]` must have shape {expected}, got {tuple(attn.shape)}")
+    sides = sorted(maps, reverse=True)
+    largest = sides[0]
+    for side in sides[1:]:
+        if largest % side != 0:
+            raise ConfigError(
+                f"grid side {side} in `maps` does not divide the largest side {largest}; "
+                f"sides must be {largest}/k for integer k"
+            )
+    return sides
+
+
+def aggregation_weights(sides: Sequence[int]) -> list[float]:
+    """Weight of each grid side, proportional to the side: ``r / sum(r)`` (official code default).
+
+    For SD 1.x sides (64, 32, 16, 8) this is [8, 4, 2, 1] / 15.
+    """
+    total = float(sum(sides))
+    return [side / total for side in sides]
+
+
+def aggregate_attention(
+    maps: Mapping[int, torch.Tensor], *, weights: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Aggregate per-resolution self-attention into one ``(S*S, S, S)`` float32 tensor.
+
+    Row ``q`` (query pixel of the ``S x S`` grid, row-major; ``S`` = largest side present) is a distribution
+    over the ``S x S`` key grid. For each side ``r``: key maps are upsampled bilinearly (half-pixel centres,
+    no antialias, as ``tf.image.resize``) and renormalised to sum 1; query dims are repeated ``S/r`` times
+    (nearest); the results are summed with ``weights``. Computed in float32 whatever the input dtype, in
+    chunks of query rows so the extra memory stays small beside the 64 MiB output at ``S = 64``.
+
+    Args:
+        maps: grid side ``r`` -> ``(r*r, r*r)`` row-stochastic attention, averaged over heads and layers.
+        weights: one weight per side, largest side first (the official ``weight_ratio`` order). Default
+            ``r / sum(r)`` (official code). Custom weights are rescaled to sum 1 so rows stay distributions.
+
+    Returns:
+        ``(S*S, S, S)`` float32 tensor on the device of the largest map.
+
+    Raises:
+        ConfigError: on malformed ``maps`` or ``weights``.
+    """
+    sides = validate_attention_maps(maps)
+    if weights is None:
+        weights = aggregation_weights(sides)
+    else:
+        weights = [float(w) for w in weights]
+        if len(weights) != len(sides):
+            raise ConfigError(
+                f"`weights` must have one value per grid side {sides} (largest first), "
+                f"got {len(weights)} values"
+            )
+        if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(f"`weights` must be finite, non-negative and not all zero, got {weights}")
+        total = sum(weights)
+        weights = [w / total for w in weights]
+    largest = sides[0]
+    device = maps[largest].device
+    out = torch.zeros(largest * largest, largest, largest, dtype=torch.float32, device=device)
+    for side, weight in zip(sides, weights, strict=True):
+        if weight == 0:
+            continue
+        factor = largest // side
+        # (r, f, r, f, S*S): query row (i, j) of side r covers the f x f block of S-grid queries.
+        target = out.view(side, factor, side, factor, largest * largest)
+        attn = maps[side]
+        rows_per_chunk = max(1, _ROWS_PER_CHUNK // side)
+        for row_start in range(0, side, rows_per_chunk):
+            row_stop = min(side, row_start + rows_per_chunk)
+            block = attn[row_start * side : row_stop * side].to(device=device, dtype=torch.float32)
+            keys = _upsample_keys(block, side, largest)
+            keys = keys.view(row_stop - row_start, 1, side, 1, largest * largest)
+            target[row_start:row_stop].add_(keys, alpha=weight)
+    logger.debug("aggregated attention of sides %s with weights %s", sides, weights)
+    return out
+
+
+def _upsample_keys(block: torch.Tensor, side: int, largest: int) -> torch.Tensor:
+    """Upsample the key maps of ``block`` ``(n, r*r)`` to ``(n, S*S)``, each renormalised to sum 1."""
+    n = block.shape[0]
+    if side != largest:
+        keys = F.interpolate(
+            block.view(n, 1, side, side), size=(largest, largest), mode="bilinear", align_corners=False
+        ).view(n, largest * largest)
+    else:
+        keys = block.clone()
+    keys /= keys.sum(dim=1, keepdim=True)
+    return keys
