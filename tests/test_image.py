@@ -425,3 +425,18 @@ def test_center_crop_rejects_bad_side() -> None:
         center_crop(torch.zeros(3, 4, 6), 5)
     with pytest.raises(ConfigError, match="`side`"):
         center_crop(torch.zeros(3, 4, 6), 0)
+
+
+def test_permission_error_message_without_chmod(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same mapping as the chmod test, runnable as root: opening the file raises PermissionError."""
+    import zeroseg.image as image_module
+
+    Image.fromarray(noise()).save("a.png")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(image_module, "open", refuse, raising=False)
+    with pytest.raises(ImageError) as exc:
+        load_image("a.png")
+    assert_one_line(exc, "a.png", "permission denied")

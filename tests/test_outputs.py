@@ -312,3 +312,15 @@ def test_save_overlay_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="`quality`"):
         save_overlay(image, quadrants(), tmp_path / "o.jpg", quality=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_folder_permission_error_without_chmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mapping of the chmod test, runnable as root: creating the folder raises PermissionError."""
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(OutputError) as exc:
+        save_label_map(quadrants(), tmp_path / "new" / "x.png")
+    assert str(exc.value) == f"{tmp_path / 'new'}: cannot create the output folder (permission denied)"
