@@ -1,0 +1,259 @@
+"""Read what one UNet step computes: self-attention probabilities (DiffSeg) or encoder features (DiffCut).
+
+The layers are found from the module tree and the latent size, never from hard-coded names, so SD 1.x, SD 2.x
+(other head counts) and the SDXL family (fewer resolutions, up to 10 transformer blocks per attention) all work.
+Both captures stop the UNet forward as soon as the last needed layer has run: no VAE decode, no unused decoder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from zeroseg.backbones.loading import Backbone
+
+
+class _StopForward(Exception):
+    """Raised inside the UNet once everything needed is captured, to skip the rest of the forward pass."""
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    """A self-attention module of the UNet and the side of the square token grid it attends over."""
+
+    name: str
+    module: Any
+    side: int
+
+
+def self_attention_layers(unet: Any, latent_side: int) -> list[AttentionLayer]:
+    """Every self-attention (``attn1``) module of the UNet, in forward order, with its token-grid side.
+
+    Each down block works at the current side and halves it after its downsampler; the mid block works at the
+    smallest side; each up block works at the current side and doubles it after its upsampler.
+    """
+    layers: list[AttentionLayer] = []
+    side = latent_side
+    for i, block in enumerate(unet.down_blocks):
+        layers += _block_layers(block, f"down_blocks.{i}", side)
+        if getattr(block, "downsamplers", None):
+            side = math.ceil(side / 2)
+    if unet.mid_block is not None:
+        layers += _block_layers(unet.mid_block, "mid_block", side)
+    for i, block in enumerate(unet.up_blocks):
+        layers += _block_layers(block, f"up_blocks.{i}", side)
+        if getattr(block, "upsamplers", None):
+            side *= 2
+    return layers
+
+
+def _block_layers(block: Any, prefix: str, side: int) -> list[AttentionLayer]:
+    layers = []
+    for j, transformer in enumerate(getattr(block, "attentions", None) or []):
+        for k, basic in enumerate(getattr(transformer, "transformer_blocks", [])):
+            attn = getattr(basic, "attn1", None)
+            if attn is not None and not getattr(attn, "is_cross_attention", False):
+                name = f"{prefix}.attentions.{j}.transformer_blocks.{k}.attn1"
+                layers.append(AttentionLayer(name, attn, side))
+    return layers
+
+
+def feature_layer(unet: Any) -> tuple[str, Any]:
+    """DiffCut's layer: ``attn1`` of the last transformer block of the last down block that has attention.
+
+    SDXL family: ``down_blocks[-1]``; SD 1.x/2.x: ``down_blocks[-2]`` (their last down block has no attention).
+    """
+    for i in range(len(unet.down_blocks) - 1, -1, -1):
+        attentions = getattr(unet.down_blocks[i], "attentions", None)
+        if attentions:
+            j = len(attentions) - 1
+            k = len(attentions[j].transformer_blocks) - 1
+            return f"down_blocks.{i}.attentions.{j}.transformer_blocks.{k}.attn1", attentions[j].transformer_blocks[
+                k
+            ].attn1
+    raise ValueError("this UNet has no down block with attention, so DiffCut has no feature layer to read")
+
+
+class _AttentionAccumulator:
+    """Running mean of head-averaged attention probabilities per grid side (never one map per layer)."""
+
+    def __init__(self, expected: int):
+        self.sums: dict[int, torch.Tensor] = {}
+        self.counts: dict[int, int] = {}
+        self.remaining = expected
+
+    def add(self, side: int, probs: torch.Tensor) -> None:
+        if side in self.sums:
+            self.sums[side] += probs
+        else:
+            self.sums[side] = probs
+        self.counts[side] = self.counts.get(side, 0) + 1
+        self.remaining -= 1
+
+    def means(self) -> dict[int, torch.Tensor]:
+        return {side: total / self.counts[side] for side, total in self.sums.items()}
+
+
+class AttentionProbabilityRecorder:
+    """Attention processor that computes self-attention explicitly and records its probabilities.
+
+    It produces the same output as diffusers' processors (softmax(QK^T * scale) V, then the output projection),
+    one head at a time so that only one ``(B, N, N)`` probability map per head is alive, and adds the head mean
+    to the accumulator. Probabilities are formed in float32 whatever the UNet's dtype.
+    """
+
+    def __init__(self, side: int, accumulator: _AttentionAccumulator, stop_when_done: bool):
+        self.side = side
+        self.accumulator = accumulator
+        self.stop_when_done = stop_when_done
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        batch, tokens, _ = hidden_states.shape
+        if tokens != self.side * self.side:
+            raise RuntimeError(f"attention layer expected a {self.side}x{self.side} token grid, got {tokens} tokens")
+        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        heads = attn.heads
+        head_dim = key.shape[-1] // heads
+        query = query.view(batch, tokens, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, tokens, heads, head_dim).transpose(1, 2)
+        value = value.view(batch, tokens, heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        out = torch.empty_like(query)
+        mean = torch.zeros(batch, tokens, tokens, dtype=torch.float32, device=query.device)
+        for h in range(heads):
+            scores = torch.matmul(query[:, h].float(), key[:, h].float().transpose(-1, -2)).mul_(attn.scale)
+            probs = scores.softmax(dim=-1)
+            del scores
+            out[:, h] = torch.matmul(probs.to(value.dtype), value[:, h])
+            mean.add_(probs)
+            del probs
+        mean.div_(heads)
+        hidden_states = out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        hidden_states = hidden_states / attn.rescale_output_factor
+        self.accumulator.add(self.side, mean)
+        if self.stop_when_done and self.accumulator.remaining == 0:
+            raise _StopForward
+        return hidden_states
+
+
+def _run_unet(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    timestep: int,
+    conditioning: tuple[torch.Tensor, dict[str, torch.Tensor] | None],
+) -> None:
+    hidden, added = conditioning
+    t = torch.full((latents.shape[0],), int(timestep), device=backbone.device, dtype=torch.long)
+    try:
+        backbone.unet(
+            latents.to(backbone.dtype),
+            t,
+            encoder_hidden_states=hidden,
+            added_cond_kwargs=added,
+            return_dict=False,
+        )
+    except _StopForward:
+        pass
+
+
+@torch.inference_mode()
+def capture_self_attention(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    timestep: int,
+    conditioning: tuple[torch.Tensor, dict[str, torch.Tensor] | None],
+    *,
+    sides: Iterable[int] | None = None,
+    early_exit: bool = True,
+) -> dict[int, torch.Tensor]:
+    """Self-attention probabilities averaged over heads and over the layers of each grid side.
+
+    Args:
+        latents: ``(B, 4, h, w)`` UNet input (square: ``h == w``).
+        sides: the grid sides to record (default: every side present). Layers of other sides keep their fast
+            processor and never materialise probabilities.
+        early_exit: stop the forward pass right after the last recorded layer.
+
+    Returns:
+        ``{side: (B, side*side, side*side)}`` float32 row-stochastic maps; rows are query tokens in row-major
+        order, columns key tokens.
+    """
+    layers = self_attention_layers(backbone.unet, latents.shape[-1])
+    wanted = set(sides) if sides is not None else {layer.side for layer in layers}
+    chosen = [layer for layer in layers if layer.side in wanted]
+    if not chosen:
+        raise ValueError(f"no self-attention layer at grid sides {sorted(wanted)}")
+    accumulator = _AttentionAccumulator(len(chosen))
+    originals = {layer.name: layer.module.processor for layer in chosen}
+    try:
+        for layer in chosen:
+            layer.module.set_processor(AttentionProbabilityRecorder(layer.side, accumulator, early_exit))
+        _run_unet(backbone, latents, timestep, conditioning)
+    finally:
+        for layer in chosen:
+            layer.module.set_processor(originals[layer.name])
+    return accumulator.means()
+
+
+@torch.inference_mode()
+def capture_features(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    timestep: int,
+    conditioning: tuple[torch.Tensor, dict[str, torch.Tensor] | None],
+    *,
+    early_exit: bool = True,
+) -> torch.Tensor:
+    """DiffCut's features: the output of the last encoder self-attention, before the residual add.
+
+    Returns ``(B, C, h, w)`` in the UNet's dtype (C = 1280 for every released SD model, h = w = S/32).
+    With ``early_exit`` the forward pass stops right after that module, so the decoder never runs; the
+    features are the same as those of a full forward pass.
+    """
+    _, module = feature_layer(backbone.unet)
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
+        captured.append(output.detach().clone())
+        if early_exit:
+            raise _StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        _run_unet(backbone, latents, timestep, conditioning)
+    finally:
+        handle.remove()
+    tokens = captured[0]
+    batch, count, channels = tokens.shape
+    side = math.isqrt(count)
+    return tokens.transpose(1, 2).reshape(batch, channels, side, side)

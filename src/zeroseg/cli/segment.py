@@ -1,0 +1,402 @@
+"""``zeroseg segment``: label maps and overlays for files, folders and globs.
+
+Nothing is lost on bad input: a file that cannot be read or written is reported on one line and the batch goes
+on; outputs are written atomically; existing outputs are kept unless ``--overwrite``; the exit code is 1 when
+anything failed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from zeroseg.errors import ConfigError, ZeroSegError
+
+_err = Console(stderr=True, highlight=False)
+
+
+class Method(str, Enum):
+    diffcut = "diffcut"
+    diffseg = "diffseg"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+# Command-line option -> config field, per method. A test checks that every config field has its option.
+DIFFSEG_OPTIONS = {
+    "model": "model",
+    "size": "image_size",
+    "timestep": "timestep",
+    "noise": "noise",
+    "seed": "seed",
+    "kl_threshold": "kl_threshold",
+    "iterations": "iterations",
+    "anchors": "anchors",
+    "refine": "refine",
+    "exact_reference": "exact_reference",
+}
+DIFFCUT_OPTIONS = {
+    "model": "model",
+    "size": "image_size",
+    "timestep": "timestep",
+    "seed": "seed",
+    "tau": "tau",
+    "alpha": "alpha",
+    "pamr": "pamr",
+    "pamr_iters": "pamr_iters",
+    "pamr_dilations": "pamr_dilations",
+    "exact_reference": "exact_reference",
+}
+METHOD_OPTIONS = {"diffseg": DIFFSEG_OPTIONS, "diffcut": DIFFCUT_OPTIONS}
+
+
+def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    """``"1.1"`` or ``"1.1,0.9,0.9"`` -> floats, with a clear error naming the option."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"`{option}` expects numbers separated by commas (got {text!r})") from None
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    """``"1,2,4,8"`` -> ints, with a clear error naming the option."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"`{option}` expects integers separated by commas (got {text!r})") from None
+
+
+def method_settings(method: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Config overrides from the options the user gave; options of the other method are refused."""
+    table = METHOD_OPTIONS[method]
+    settings: dict[str, Any] = {}
+    for option, value in given.items():
+        if value is None:
+            continue
+        if option not in table:
+            flag = "--" + option.replace("_", "-")
+            other = "diffseg" if method == "diffcut" else "diffcut"
+            raise ConfigError(f"`{flag}` is a {other} option; add --method {other} or leave it out")
+        if option == "kl_threshold":
+            value = parse_floats(value, "--kl-threshold")
+        elif option == "pamr_dilations":
+            value = parse_ints(value, "--pamr-dilations")
+        settings[table[option]] = value
+    return settings
+
+
+@dataclass
+class RunSummary:
+    """What happened to each input, for the closing line and the exit code."""
+
+    done: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def fail(self, line: str) -> None:
+        self.failures.append(line)
+        _err.print(f"[red]error:[/red] {line}", soft_wrap=True)
+
+
+def segment_command(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Image files, folders and glob patterns (quote globs).", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")] = Path("zeroseg-out"),
+    method: Annotated[Method, typer.Option(help="Segmentation method.")] = Method.diffcut,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Short name (see `zeroseg models`), hub id, local diffusers folder or .safetensors file. "
+            "Default: segmind/SSD-1B for diffcut, CompVis/stable-diffusion-v1-4 for diffseg.",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where the UNet runs.")] = Device.auto,
+    dtype: Annotated[
+        DType, typer.Option(help="UNet precision; auto = float16 on CUDA, float32 elsewhere.")
+    ] = DType.auto,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per UNet batch.")] = 1,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folders.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: keep them, skip).")] = False,
+    overlay: Annotated[bool, typer.Option(help="Also write <name>_overlay.jpg.")] = True,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Side of the square the model sees. Default: 1024 diffcut, 512 diffseg.", show_default=False),
+    ] = None,
+    timestep: Annotated[
+        int | None, typer.Option(help="UNet timestep. Default: 50 diffcut, 300 diffseg.", show_default=False)
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Noise seed. Default: 42.", show_default=False)] = None,
+    exact_reference: Annotated[
+        bool | None,
+        typer.Option(
+            "--exact-reference", help="Reproduce the official code's numerics and quirks.", show_default=False
+        ),
+    ] = None,
+    tau: Annotated[
+        float | None,
+        typer.Option(help="DiffCut: NCut threshold; larger gives finer segments. Default: 0.5.", show_default=False),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(help="DiffCut: Exponent of the cosine affinity. Default: 10.", show_default=False),
+    ] = None,
+    pamr: Annotated[
+        bool | None,
+        typer.Option(
+            "--pamr/--no-pamr",
+            help="DiffCut: PAMR refinement at the output size. Default: on.",
+            show_default=False,
+        ),
+    ] = None,
+    pamr_iters: Annotated[
+        int | None, typer.Option(help="DiffCut: PAMR iterations. Default: 30.", show_default=False)
+    ] = None,
+    pamr_dilations: Annotated[
+        str | None,
+        typer.Option(
+            help="DiffCut: PAMR dilations, comma separated. Default: 1,2,4,8,12,24,32,64.", show_default=False
+        ),
+    ] = None,
+    kl_threshold: Annotated[
+        str | None,
+        typer.Option(
+            help="DiffSeg: KL merge threshold, one value or one per iteration (comma separated). Default: 1.1.",
+            show_default=False,
+        ),
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help="DiffSeg: Merging iterations. Default: 3.", show_default=False)
+    ] = None,
+    anchors: Annotated[
+        int | None,
+        typer.Option(help="DiffSeg: Anchors per side of the anchor grid. Default: 16.", show_default=False),
+    ] = None,
+    refine: Annotated[
+        bool | None,
+        typer.Option(
+            "--refine/--no-refine",
+            help="DiffSeg: K-Means refinement of the proposals. Default: off.",
+            show_default=False,
+        ),
+    ] = None,
+    noise: Annotated[
+        bool | None,
+        typer.Option(
+            "--noise/--no-noise",
+            help="DiffSeg: Add seeded noise at the timestep. Default: off (official).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Segment images: writes <name>.png (palette label map at the image's resolution) and <name>_overlay.jpg."""
+    given = {
+        "model": model,
+        "size": size,
+        "timestep": timestep,
+        "seed": seed,
+        "exact_reference": exact_reference,
+        "tau": tau,
+        "alpha": alpha,
+        "pamr": pamr,
+        "pamr_iters": pamr_iters,
+        "pamr_dilations": pamr_dilations,
+        "kl_threshold": kl_threshold,
+        "iterations": iterations,
+        "anchors": anchors,
+        "refine": refine,
+        "noise": noise,
+    }
+    try:
+        summary = run_segment(
+            inputs,
+            out=out,
+            method=method.value,
+            settings=given,
+            device=device.value,
+            dtype=dtype.value,
+            batch_size=batch_size,
+            recursive=recursive,
+            overwrite=overwrite,
+            overlay=overlay,
+        )
+    except ZeroSegError as exc:
+        _err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+def run_segment(
+    inputs: list[str],
+    *,
+    out: Path,
+    method: str,
+    settings: dict[str, Any],
+    device: str,
+    dtype: str,
+    batch_size: int,
+    recursive: bool,
+    overwrite: bool,
+    overlay: bool,
+) -> RunSummary:
+    """The body of ``zeroseg segment``: returns what happened; raises ZeroSegError only for fatal problems."""
+    from zeroseg.inputs import expand_inputs, input_roots, output_stems
+    from zeroseg.outputs import ensure_folder, output_exists
+    from zeroseg.registry import config_class
+
+    start = time.perf_counter()
+    config = config_class(method)(**method_settings(method, settings))
+    files, problems = expand_inputs(inputs, recursive=recursive)
+    summary = RunSummary()
+    for line in problems:
+        summary.fail(line)
+    matched = [p for p in inputs if Path(p).is_dir() or glob.glob(p, recursive=recursive)]
+    stems = output_stems(files, roots=input_roots(matched))
+    folder = ensure_folder(out)
+    jobs = []
+    for path, stem in zip(files, stems, strict=True):
+        targets = _targets(folder, stem, overlay)
+        if not overwrite and all(output_exists(t) for t in targets):
+            summary.skipped += 1
+            continue
+        jobs.append((path, targets))
+    if jobs:
+        segmenter = _load_segmenter(method, config, device, dtype)
+        _write_settings(folder, segmenter.settings())
+        _process(segmenter, jobs, summary, batch_size=batch_size, overwrite=overwrite)
+    elapsed = time.perf_counter() - start
+    _err.print(_summary_line(summary, folder, elapsed), soft_wrap=True, highlight=False)
+    return summary
+
+
+def _targets(folder: Path, stem: str, overlay: bool) -> list[Path]:
+    targets = [folder / f"{stem}.png"]
+    if overlay:
+        targets.append(folder / f"{stem}_overlay.jpg")
+    return targets
+
+
+def _load_segmenter(method: str, config: Any, device: str, dtype: str) -> Any:
+    from zeroseg.registry import create_segmenter
+
+    with _err.status(f"Loading {config.model} ...", spinner="dots"):
+        return create_segmenter(method, config=config, device=device, dtype=dtype)
+
+
+def _write_settings(folder: Path, settings: dict[str, Any]) -> None:
+    from zeroseg._version import __version__
+    from zeroseg.outputs import atomic_write
+
+    with atomic_write(folder / "zeroseg-settings.json") as temp:
+        temp.write_text(json.dumps({"zeroseg": __version__, **settings}, indent=2) + "\n")
+
+
+def _process(
+    segmenter: Any,
+    jobs: list[tuple[Path, list[Path]]],
+    summary: RunSummary,
+    *,
+    batch_size: int,
+    overwrite: bool,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=_err, disable=len(jobs) < 2, transient=False) as progress:
+        task = progress.add_task("Segmenting", total=len(jobs))
+        for begin in range(0, len(jobs), batch_size):
+            batch = jobs[begin : begin + batch_size]
+            _process_batch(segmenter, batch, summary, overwrite=overwrite)
+            progress.advance(task, len(batch))
+
+
+def _process_batch(
+    segmenter: Any, batch: list[tuple[Path, list[Path]]], summary: RunSummary, *, overwrite: bool
+) -> None:
+    import torch
+
+    from zeroseg.image import load_image, to_tensor
+
+    loaded = []
+    for path, targets in batch:
+        try:
+            image = load_image(path)
+        except ZeroSegError as exc:
+            summary.fail(str(exc))
+            continue
+        loaded.append((path, targets, image, to_tensor(image)))
+    if not loaded:
+        return
+    try:
+        inputs = torch.stack([segmenter.prepare(t[None])[0] for *_, t in loaded])
+        captures = segmenter.capture(inputs)
+    except (RuntimeError, ValueError, ZeroSegError) as exc:
+        for path, *_ in loaded:
+            summary.fail(f"{path}: segmentation failed ({type(exc).__name__}: {_one_line(exc)})")
+        return
+    for (path, targets, image, tensor), capture in zip(loaded, captures, strict=True):
+        try:
+            labels = segmenter.segment_capture(capture, output_size=tuple(tensor.shape[1:]), image=tensor)
+            _write_outputs(image, labels.numpy(), targets, overwrite=overwrite)
+        except ZeroSegError as exc:
+            summary.fail(str(exc))
+            continue
+        except (RuntimeError, ValueError, OSError) as exc:
+            summary.fail(f"{path}: {type(exc).__name__}: {_one_line(exc)}")
+            continue
+        summary.done += 1
+
+
+def _write_outputs(image: Any, labels: Any, targets: list[Path], *, overwrite: bool) -> None:
+    from zeroseg.outputs import save_label_map, save_overlay
+
+    save_label_map(labels, targets[0], overwrite=overwrite)
+    if len(targets) > 1:
+        save_overlay(image, labels, targets[1], overwrite=overwrite)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _summary_line(summary: RunSummary, folder: Path, elapsed: float) -> str:
+    parts = [f"{summary.done} segmented"]
+    if summary.skipped:
+        parts.append(f"{summary.skipped} skipped (outputs exist; --overwrite to redo)")
+    if summary.failures:
+        parts.append(f"{len(summary.failures)} failed")
+    colour = "red" if summary.failures else "green"
+    return f"[{colour}]{', '.join(parts)}[/{colour}] in {elapsed:.1f} s -> {folder}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``segment`` command to the root app."""
+    app.command("segment")(segment_command)

@@ -1,0 +1,62 @@
+"""DiffCut on images: encoder features from one UNet step, then recursive Normalized Cut."""
+
+from __future__ import annotations
+
+import torch
+
+from zeroseg.backbones import add_noise, capture_features, empty_prompt_conditioning, encode_images
+from zeroseg.diffcut.algorithm import segment_features
+from zeroseg.diffcut.config import DiffCutConfig
+from zeroseg.segmenter import Segmenter
+
+
+class DiffCut(Segmenter):
+    """DiffCut (Couairon et al., NeurIPS 2024) on a loaded Stable Diffusion model.
+
+    Example:
+        >>> seg = DiffCut("segmind/SSD-1B", device="cuda", tau=0.5)
+        >>> result = seg.segment("photo.jpg")   # result.labels: (H, W) int32 at the photo's resolution
+
+    Only the UNet encoder runs (the forward pass stops after the feature layer). Segment concepts are
+    assigned to every pixel of the original resolution, then refined by PAMR there (``pamr=False`` to skip).
+    Settings: see :class:`DiffCutConfig`.
+
+    References:
+        Couairon et al., "DiffCut: Catalyzing Zero-Shot Semantic Segmentation with Diffusion Features and
+        Recursive Normalized Cut", NeurIPS 2024; official code PaulCouairon/DiffCut.
+    """
+
+    method = "diffcut"
+    config_class = DiffCutConfig
+
+    @torch.inference_mode()
+    def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Encoder features ``{"features": (C, h, w)}`` per image (float32, CPU)."""
+        cfg = self.config
+        batch = self.prepare(images)
+        latents = encode_images(self.backbone, batch)
+        latents = add_noise(self.backbone, latents, cfg.timestep, seed=cfg.seed)
+        conditioning = empty_prompt_conditioning(self.backbone, batch.shape[0], self.image_size)
+        features = capture_features(self.backbone, latents, cfg.timestep, conditioning)
+        return [{"features": features[b].float().cpu()} for b in range(batch.shape[0])]
+
+    def segment_capture(
+        self,
+        capture: dict[str, torch.Tensor],
+        *,
+        output_size: tuple[int, int],
+        image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cut the features and assign concepts at ``output_size``; PAMR runs there when ``image`` is given
+        and the config enables it."""
+        cfg = self.config
+        return segment_features(
+            capture["features"].float(),
+            tau=cfg.tau,
+            alpha=cfg.alpha,
+            out_size=tuple(output_size),
+            image=image if cfg.pamr else None,
+            pamr_iters=cfg.pamr_iters,
+            pamr_dilations=cfg.pamr_dilations,
+            exact_reference=cfg.exact_reference,
+        )

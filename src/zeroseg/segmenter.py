@@ -1,0 +1,166 @@
+"""The image-level API shared by both methods: a loaded model that turns images into label maps.
+
+Each method splits its work in two so that evaluation sweeps can cache the expensive half:
+``capture`` (one UNet pass over a batch, returning plain tensors) and ``segment_capture`` (the clustering,
+cheap, driven by the method settings). ``segment`` chains them for one image at its own resolution.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import fields, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from zeroseg.backbones import Backbone, load_backbone
+from zeroseg.errors import ConfigError
+from zeroseg.image import load_image, resize, to_tensor
+from zeroseg.types import SegmentationResult
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Any  # a path, a PIL image, an (H, W, 3) array or a (3, H, W) tensor in [0, 1]
+
+
+class Segmenter(ABC):
+    """A diffusion backbone plus one method's settings.
+
+    Args:
+        model: overrides ``config.model`` (short name, hub id, local folder or checkpoint file).
+        config: the method's config dataclass (defaults to the official settings).
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (library default CPU, as in diffusers).
+        dtype: UNet precision; ``None`` = float16 on CUDA, float32 elsewhere.
+        backbone: an already loaded backbone to share (its model must match ``config.model``).
+        **settings: any config field, e.g. ``tau=0.6`` (see the method's config class).
+    """
+
+    method: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        config: Any = None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        backbone: Backbone | None = None,
+        **settings: Any,
+    ) -> None:
+        config = config if config is not None else self.config_class()
+        if model is not None:
+            settings["model"] = model
+        unknown = sorted(set(settings) - {f.name for f in fields(config)})
+        if unknown:
+            allowed = ", ".join(f.name for f in fields(config))
+            raise ConfigError(f"unknown {self.method} setting(s) {', '.join(unknown)}; allowed: {allowed}")
+        self.config = replace(config, **settings)
+        self.backbone = (
+            backbone if backbone is not None else load_backbone(self.config.model, device=device, dtype=dtype)
+        )
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square the backbone sees."""
+        return int(self.config.image_size)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the UNet runs."""
+        return self.backbone.device
+
+    def capture_key(self) -> dict[str, Any]:
+        """Everything that determines :meth:`capture`'s output, for cache keys (model identity included)."""
+        key = {"method": self.method, "dtype": str(self.backbone.dtype).replace("torch.", "")}
+        key |= self.backbone.identity()
+        key |= {name: getattr(self.config, name) for name in self.config.CAPTURE_FIELDS if name != "model"}
+        return key
+
+    def with_config(self, **overrides: Any) -> Segmenter:
+        """The same loaded backbone with other method settings (what a sweep uses); capture settings are fixed."""
+        changed = [
+            name
+            for name in self.config.CAPTURE_FIELDS
+            if name in overrides and overrides[name] != getattr(self.config, name)
+        ]
+        if changed:
+            raise ConfigError(
+                f"`with_config` cannot change capture settings ({', '.join(changed)}); create a new "
+                f"{type(self).__name__} instead"
+            )
+        clone = copy.copy(self)
+        clone.config = replace(self.config, **overrides)
+        return clone
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting of this segmenter, JSON-serialisable."""
+        return {
+            "method": self.method,
+            **self.config.to_dict(),
+            "device": str(self.device),
+            "dtype": str(self.backbone.dtype).replace("torch.", ""),
+        }
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize ``(B, 3, H, W)`` images in [0, 1] to the backbone's square input (no crop, no antialias)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ConfigError(f"`images` must be (B, 3, H, W) in [0, 1] (got shape {tuple(images.shape)})")
+        side = self.image_size
+        if images.shape[-2:] != (side, side):
+            images = resize(images.float(), (side, side))
+        return images.clamp(0.0, 1.0)
+
+    @abstractmethod
+    def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Run the backbone on ``(B, 3, H, W)`` images in [0, 1]; one dict of CPU tensors per image."""
+
+    @abstractmethod
+    def segment_capture(
+        self,
+        capture: dict[str, torch.Tensor],
+        *,
+        output_size: tuple[int, int],
+        image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cluster one image's capture into an ``(H, W)`` label map of ``output_size`` (contiguous ids)."""
+
+    def segment(self, image: ImageInput) -> SegmentationResult:
+        """Segment one image; the label map has the image's own resolution."""
+        return self.segment_batch([image])[0]
+
+    def segment_batch(self, images: Sequence[ImageInput]) -> list[SegmentationResult]:
+        """Segment several images, running the backbone on them together."""
+        loaded = [load_image(image) for image in images]
+        tensors = [to_tensor(image) for image in loaded]
+        batch = torch.stack([self.prepare(t[None])[0] for t in tensors])
+        captures = self.capture(batch)
+        results = []
+        for image, tensor, capture in zip(images, tensors, captures, strict=True):
+            size = (tensor.shape[1], tensor.shape[2])
+            labels = self.segment_capture(capture, output_size=size, image=tensor)
+            source = str(image) if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__") else None
+            results.append(
+                SegmentationResult(
+                    labels=labels.numpy().astype(np.int32),
+                    method=self.method,
+                    settings=self.settings(),
+                    source=source,
+                )
+            )
+        return results
+
+    def iter_segment(self, images: Iterable[ImageInput], *, batch_size: int = 1) -> Iterator[SegmentationResult]:
+        """Segment a stream of images in batches of ``batch_size``."""
+        chunk: list[ImageInput] = []
+        for image in images:
+            chunk.append(image)
+            if len(chunk) == batch_size:
+                yield from self.segment_batch(chunk)
+                chunk = []
+        if chunk:
+            yield from self.segment_batch(chunk)
