@@ -21,7 +21,7 @@ from zeroseg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-# Query rows of one side processed at once; bounds the temporary upsampled block to about 16 MiB at S=64.
+# Query rows of the largest side normalised at once (bounds the temporaries to about 16 MiB at S=64).
 _ROWS_PER_CHUNK = 1024
 
 
@@ -44,8 +44,8 @@ def validate_attention_maps(maps: Mapping[int, torch.Tensor]) -> list[int]:
         maps: grid side ``r`` -> ``(r*r, r*r)`` row-stochastic self-attention.
 
     Raises:
-        ConfigError: on an empty dict, a shape that does not match its key, a non-float tensor, or a side
-            that does not divide the largest side (query dims are block-replicated by an integer factor).
+        ConfigError: on an empty dict, a shape that does not match its key, a non-float tensor, or sides
+            that are not nested (query dims are block-replicated by an integer factor).
     """
     if not isinstance(maps, Mapping) or len(maps) == 0:
         raise ConfigError(
@@ -60,12 +60,11 @@ def validate_attention_maps(maps: Mapping[int, torch.Tensor]) -> list[int]:
         if tuple(attn.shape) != expected:
             raise ConfigError(f"`maps[{side}]` must have shape {expected}, got {tuple(attn.shape)}")
     sides = sorted(maps, reverse=True)
-    largest = sides[0]
-    for side in sides[1:]:
-        if largest % side != 0:
+    for larger, smaller in zip(sides, sides[1:], strict=False):
+        if larger % smaller != 0:
             raise ConfigError(
-                f"grid side {side} in `maps` does not divide the largest side {largest}; "
-                f"sides must be {largest}/k for integer k"
+                f"grid side {smaller} in `maps` does not divide the larger side {larger}; sides must be "
+                f"nested (each a multiple of the next smaller one), e.g. 64/32/16/8"
             )
     return sides
 
@@ -117,33 +116,52 @@ def aggregate_attention(
         weights = [w / total for w in weights]
     largest = sides[0]
     device = maps[largest].device
-    out = torch.zeros(largest * largest, largest, largest, dtype=torch.float32, device=device)
-    for side, weight in zip(sides, weights, strict=True):
-        if weight == 0:
-            continue
-        factor = largest // side
-        # (r, f, r, f, S*S): query row (i, j) of side r covers the f x f block of S-grid queries.
-        target = out.view(side, factor, side, factor, largest * largest)
-        attn = maps[side]
-        rows_per_chunk = max(1, _ROWS_PER_CHUNK // side)
-        for row_start in range(0, side, rows_per_chunk):
-            row_stop = min(side, row_start + rows_per_chunk)
-            block = attn[row_start * side : row_stop * side].to(device=device, dtype=torch.float32)
-            keys = _upsample_keys(block, side, largest)
-            keys = keys.view(row_stop - row_start, 1, side, 1, largest * largest)
-            target[row_start:row_stop].add_(keys, alpha=weight)
+    # Smaller sides first: a side's query grid is a block-repeat of the next smaller one, so the weighted
+    # key maps are accumulated coarse to fine and the (S*S, S*S) result is written in a single pass.
+    coarse: torch.Tensor | None = None
+    coarse_side = 0
+    for side, weight in sorted(zip(sides, weights, strict=True)):
+        if side == largest:
+            break
+        keys = _upsample_keys(maps[side].to(device=device, dtype=torch.float32), side, largest, weight)
+        if coarse is not None:
+            _add_repeated(keys, coarse, side, coarse_side, 0)
+        coarse, coarse_side = keys, side
+    out = torch.empty(largest * largest, largest, largest, dtype=torch.float32, device=device)
+    flat_out = out.view(largest * largest, largest * largest)
+    factor = largest // coarse_side if coarse is not None else 1
+    rows_per_chunk = max(factor, (_ROWS_PER_CHUNK // largest) // factor * factor)
+    for row_start in range(0, largest, rows_per_chunk):
+        row_stop = min(largest, row_start + rows_per_chunk)
+        block = maps[largest][row_start * largest : row_stop * largest].to(device=device, dtype=torch.float32)
+        target = flat_out[row_start * largest : row_stop * largest]
+        torch.div(block, block.sum(dim=1, keepdim=True) / weights[0], out=target)
+        if coarse is not None:
+            _add_repeated(target, coarse, largest, coarse_side, row_start)
     logger.debug("aggregated attention of sides %s with weights %s", sides, weights)
     return out
 
 
-def _upsample_keys(block: torch.Tensor, side: int, largest: int) -> torch.Tensor:
-    """Upsample the key maps of ``block`` ``(n, r*r)`` to ``(n, S*S)``, each renormalised to sum 1."""
+def _add_repeated(
+    target: torch.Tensor, coarse: torch.Tensor, side: int, coarse_side: int, row_start: int
+) -> None:
+    """Add ``coarse`` ``(c*c, K)`` block-repeated onto query rows ``row_start..`` of a side-``side`` grid.
+
+    ``target`` holds whole query-grid rows of the finer grid, ``(rows * side, K)``; ``row_start`` is a
+    multiple of the repeat factor ``side // coarse_side``.
+    """
+    factor = side // coarse_side
+    rows = target.shape[0] // side
+    first = row_start // factor
+    source = coarse.view(coarse_side, coarse_side, -1)[first : first + rows // factor]
+    target.view(rows // factor, factor, coarse_side, factor, -1).add_(source[:, None, :, None, :])
+
+
+def _upsample_keys(block: torch.Tensor, side: int, largest: int, weight: float) -> torch.Tensor:
+    """Key maps of ``block`` ``(n, r*r)`` upsampled to ``(n, S*S)``, renormalised to sum ``weight``."""
     n = block.shape[0]
-    if side != largest:
-        keys = F.interpolate(
-            block.view(n, 1, side, side), size=(largest, largest), mode="bilinear", align_corners=False
-        ).view(n, largest * largest)
-    else:
-        keys = block.clone()
-    keys /= keys.sum(dim=1, keepdim=True)
+    keys = F.interpolate(
+        block.view(n, 1, side, side), size=(largest, largest), mode="bilinear", align_corners=False
+    ).view(n, largest * largest)
+    keys /= keys.sum(dim=1, keepdim=True) / weight
     return keys

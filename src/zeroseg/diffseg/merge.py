@@ -77,12 +77,12 @@ def pairwise_symmetric_kl(x: torch.Tensor, y: torch.Tensor, *, eps: float | None
     if eps is None:
         log_x, log_y = torch.log(x), torch.log(y)
     else:
-        log_x, log_y = torch.log(x.clamp_min(eps)), torch.log(y.clamp_min(eps))
-    neg_entropy_x = (x * log_x).sum(1)  # 0 * log(eps) = 0; with raw logs 0 * -inf = NaN marks a bad row
-    neg_entropy_y = (y * log_y).sum(1)
-    dist = neg_entropy_x[:, None] + neg_entropy_y[None, :]
-    dist -= x @ log_y.T
-    dist -= log_x @ y.T
+        log_x, log_y = x.clamp_min(eps).log_(), y.clamp_min(eps).log_()
+    # 0 * log(eps) = 0; with raw logs 0 * -inf = NaN, which marks a bad row below
+    neg_entropy_x = _rowwise_dot(x, log_x)
+    neg_entropy_y = _rowwise_dot(y, log_y)
+    dist = torch.addmm(neg_entropy_x[:, None] + neg_entropy_y[None, :], x, log_y.T, alpha=-1.0)
+    dist = torch.addmm(dist, log_x, y.T, alpha=-1.0)
     dist *= 0.5
     if eps is None:
         bad_x = ~torch.isfinite(log_x).all(1) | ~torch.isfinite(x).all(1)
@@ -90,6 +90,11 @@ def pairwise_symmetric_kl(x: torch.Tensor, y: torch.Tensor, *, eps: float | None
         dist[bad_x] = float("nan")
         dist[:, bad_y] = float("nan")
     return dist
+
+
+def _rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(1)`` for ``(N, D)`` tensors without an ``(N, D)`` temporary."""
+    return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
 
 
 def greedy_merge(

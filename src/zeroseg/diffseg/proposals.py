@@ -1,8 +1,8 @@
 """Proposals to a label map: bilinear upsampling then argmax (the official "NMS", DiffSeg step 3).
 
 The soft proposal maps are upsampled and the label of a pixel is the proposal with the largest value there;
-integer labels are never resized. The output is produced in row chunks so that a large image never holds
-``K * H * W`` floats at once.
+integer labels are never resized. The output is produced in row blocks, one proposal at a
+time, so that a large image never holds ``K * H * W`` floats at once.
 
 References:
     Official code ``segmentor.py:generate_masks`` (``UpSampling2D`` bilinear, then ``argmax``).
@@ -13,10 +13,9 @@ from __future__ import annotations
 import torch
 
 from zeroseg.errors import ConfigError
-from zeroseg.refine.relabel import relabel_sequential
 
-# Float elements of one (K, rows, W) block; 2**24 floats = 64 MiB.
-_BLOCK_ELEMENTS = 1 << 24
+# Output pixels per block of rows; each float temporary of a block is 4 * 2**22 bytes = 16 MiB.
+_BLOCK_ELEMENTS = 1 << 22
 
 
 def bilinear_taps(
@@ -43,14 +42,17 @@ def proposals_to_labels(
 ) -> torch.Tensor:
     """Label map from soft proposals: bilinear upsample to ``out_size``, argmax over proposals, relabel.
 
+    Upsampling is separable: the width pass runs once on ``(K, h, W)``; the height pass and the running
+    argmax run one proposal at a time over blocks of output rows, so memory stays ``O(block_elements)``.
+
     Args:
         proposals: ``(K, s, s)`` (or ``(K, h, w)``) proposal maps.
         out_size: ``(H, W)`` of the label map.
-        block_elements: upper bound on the floats of one ``(K, rows, W)`` block (memory cap).
+        block_elements: output pixels per block of rows (memory cap; the result does not depend on it).
 
     Returns:
-        ``(H, W)`` long tensor, values contiguous 0..K'-1 (proposals that win no pixel are dropped); the
-        first proposal wins ties, as ``argmax``.
+        ``(H, W)`` long tensor, values contiguous 0..K'-1 in proposal order (proposals that win no pixel are
+        dropped, as :func:`zeroseg.refine.relabel_sequential`); the first proposal wins ties, as ``argmax``.
 
     Raises:
         ConfigError: on a malformed ``proposals`` or ``out_size``.
@@ -62,17 +64,26 @@ def proposals_to_labels(
     maps = proposals.to(torch.float32)
     device = maps.device
     x0, x1, wx0, wx1 = bilinear_taps(in_w, width, device)
-    # Width pass once: (K, h, W) is small (h is the proposal side).
-    rows = maps[:, :, x0] * wx0 + maps[:, :, x1] * wx1
+    rows = maps[:, :, x0] * wx0 + maps[:, :, x1] * wx1  # (K, h, W)
     y0, y1, wy0, wy1 = bilinear_taps(in_h, height, device)
     labels = torch.empty(height, width, dtype=torch.long, device=device)
-    rows_per_block = max(1, block_elements // max(1, num * width))
+    rows_per_block = max(1, block_elements // width)
     for start in range(0, height, rows_per_block):
         stop = min(height, start + rows_per_block)
-        top, bottom = rows[:, y0[start:stop]], rows[:, y1[start:stop]]
-        block = top * wy0[start:stop, None] + bottom * wy1[start:stop, None]
-        labels[start:stop] = block.argmax(0)
-    return relabel_sequential(labels)
+        top, bottom = y0[start:stop], y1[start:stop]
+        w_top, w_bottom = wy0[start:stop, None], wy1[start:stop, None]
+        best = rows[0, top] * w_top + rows[0, bottom] * w_bottom
+        winner = torch.zeros(stop - start, width, dtype=torch.long, device=device)
+        for k in range(1, num):
+            value = rows[k, top] * w_top + rows[k, bottom] * w_bottom
+            better = value > best  # strict: the first maximum wins, as argmax
+            best = torch.where(better, value, best)
+            winner.masked_fill_(better, k)
+        labels[start:stop] = winner
+    # contiguous relabelling (same result as relabel_sequential) through a K-entry lookup table
+    present = torch.bincount(labels.view(-1), minlength=num) > 0
+    lookup = torch.cumsum(present, 0) - 1
+    return lookup[labels]
 
 
 def _check_size(out_size: tuple[int, int]) -> tuple[int, int]:
