@@ -107,8 +107,7 @@ def load_clip_model(
             pass
         elif _looks_like_path(pretrained_arg):
             raise WeightsNotFoundError(
-                f"`pretrained` checkpoint {pretrained_arg!r} for open_clip model {model_name!r} "
-                "does not exist"
+                f"`pretrained` checkpoint {pretrained_arg!r} for open_clip model {model_name!r} does not exist"
             )
         elif model_name in known:
             tags = open_clip.list_pretrained_tags_by_model(model_name)

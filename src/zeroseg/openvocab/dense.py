@@ -67,9 +67,7 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (masks > 0).to(torch.float32)
 
 
-def pool_masks(
-    features: torch.Tensor, masks: torch.Tensor, *, keep_small_segments: bool = True
-) -> torch.Tensor:
+def pool_masks(features: torch.Tensor, masks: torch.Tensor, *, keep_small_segments: bool = True) -> torch.Tensor:
     """Average the features inside each mask.
 
     Masks are resized to the feature grid with nearest-exact sampling and binarised, and each pooled vector is
@@ -91,16 +89,10 @@ def pool_masks(
     if keep_small_segments:
         empty = weights.sum(dim=(-1, -2)) == 0
         if bool(empty.any()):
-            soft = (
-                F.adaptive_avg_pool2d((masks > 0).to(torch.float32), size)
-                if masks.shape[-2:] != size
-                else None
-            )
+            soft = F.adaptive_avg_pool2d((masks > 0).to(torch.float32), size) if masks.shape[-2:] != size else None
             if soft is not None:
                 weights = torch.where(empty[..., None, None], soft, weights)
-                logger.debug(
-                    "%d segment(s) vanished on the %s feature grid; pooled by area", int(empty.sum()), size
-                )
+                logger.debug("%d segment(s) vanished on the %s feature grid; pooled by area", int(empty.sum()), size)
     weights = weights.to(features.dtype)
     denominator = weights.sum(dim=(-1, -2), keepdim=True) + 1e-8
     return torch.einsum("bchw,bqhw->bqc", features, weights / denominator)

@@ -85,9 +85,7 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 def _check_labels(labels: np.ndarray | torch.Tensor) -> np.ndarray:
     array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
-        raise ConfigError(
-            f"`labels` must be an (H, W) integer label map; got dtype {array.dtype}, shape {array.shape}"
-        )
+        raise ConfigError(f"`labels` must be an (H, W) integer label map; got dtype {array.dtype}, shape {array.shape}")
     return array
 
 
@@ -110,7 +108,7 @@ class SegmentNamer:
         vocabulary: shipped vocabulary name (``voc``, ``context``, ``coco-object``, ``ade20k``,
             ``coco-stuff``), a class list (``"cat,dog,sky|clouds"`` or a list of strings; ``|`` separates
             synonyms), or a :class:`Vocabulary`.
-        device: where CLIP runs.
+        device: where CLIP runs (the loaded model's device when ``clip`` is given).
         add_background: for class lists, prepend a ``background`` class at index 0 (as for Context).
         templates: prompt templates; default the 14 ViLD templates.
         image_size: side of the square the image is resized to (bilinear) before CLIP; ``None`` keeps the
@@ -164,9 +162,7 @@ class SegmentNamer:
             cache_key=self.clip.cache_key,
         )
 
-    def prepare_pixels(
-        self, image: Any, size: tuple[int, int], *, image_size: int | None = None
-    ) -> torch.Tensor:
+    def prepare_pixels(self, image: Any, size: tuple[int, int], *, image_size: int | None = None) -> torch.Tensor:
         """Image → ``(1, 3, h, w)`` CLIP input.
 
         Resized to a square of ``image_size`` (default the namer's), or to ``size`` when neither is set;
@@ -207,12 +203,8 @@ class SegmentNamer:
             pixels = self.prepare_pixels(image, array.shape, image_size=image_size)
             label_tensor = torch.from_numpy(array.astype(np.int64))
             masks = masks_from_labels(label_tensor, torch.from_numpy(segment_ids.astype(np.int64)))[None]
-            embeddings = embed_segments(
-                self.clip.model, pixels, masks, keep_small_segments=not self.exact_reference
-            )[0]
-            _, probabilities = classify_embeddings(
-                embeddings, classifier, logit_scale=logit_scale_of(self.clip.model)
-            )
+            embeddings = embed_segments(self.clip.model, pixels, masks, keep_small_segments=not self.exact_reference)[0]
+            _, probabilities = classify_embeddings(embeddings, classifier, logit_scale=logit_scale_of(self.clip.model))
         return segment_ids.astype(np.int64), probabilities.float().cpu().numpy()
 
     def name_segments(self, image: Any, labels: np.ndarray | torch.Tensor) -> list[Segment]:
@@ -270,9 +262,7 @@ def merge_same_label(labels: np.ndarray, segments: Sequence[Segment]) -> tuple[n
     known = {s.segment_id for s in segments}
     present = {int(v) for v in np.unique(array) if v >= 0}
     if present - known:
-        raise ConfigError(
-            f"`segments` do not describe segment ids {sorted(present - known)} found in `labels`"
-        )
+        raise ConfigError(f"`segments` do not describe segment ids {sorted(present - known)} found in `labels`")
     groups: dict[int, list[Segment]] = {}
     for segment in sorted((s for s in segments if s.segment_id in present), key=lambda s: s.segment_id):
         groups.setdefault(segment.class_index, []).append(segment)

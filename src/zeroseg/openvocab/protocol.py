@@ -61,13 +61,9 @@ def predict_open_vocabulary(
         np.asarray(segment_labels) if not isinstance(segment_labels, torch.Tensor) else segment_labels
     )
     if labels.ndim != 2 or labels.is_floating_point():
-        raise ConfigError(
-            f"`segment_labels` must be an (h, w) integer map; got {labels.dtype} {tuple(labels.shape)}"
-        )
+        raise ConfigError(f"`segment_labels` must be an (h, w) integer map; got {labels.dtype} {tuple(labels.shape)}")
     if tuple(labels.shape) != (size, size):
-        labels = F.interpolate(labels[None, None].float(), size=(size, size), mode="nearest-exact")[
-            0, 0
-        ].long()
+        labels = F.interpolate(labels[None, None].float(), size=(size, size), mode="nearest-exact")[0, 0].long()
     labels = labels.long() + 1  # official `pred += 1`: ids start at 1, no effect on naming
     pixels = image_to_tensor(image)
     if tuple(pixels.shape[-2:]) != (size, size):
@@ -84,9 +80,7 @@ def predict_open_vocabulary(
     return torch.from_numpy(prediction)
 
 
-def prepare_open_vocabulary_target(
-    target: np.ndarray | torch.Tensor, *, size: int = EVAL_SIZE
-) -> torch.Tensor:
+def prepare_open_vocabulary_target(target: np.ndarray | torch.Tensor, *, size: int = EVAL_SIZE) -> torch.Tensor:
     """Ground truth for open-vocabulary scoring: nearest-exact resize to ``size``, then ``+1`` (-1 → 0).
 
     Args:

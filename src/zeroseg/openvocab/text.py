@@ -60,9 +60,7 @@ class TextClassifier:
     num_classes: int
 
 
-def encode_prompts(
-    model: Any, tokenizer: Any, prompts: Sequence[str], *, batch_size: int = 256
-) -> torch.Tensor:
+def encode_prompts(model: Any, tokenizer: Any, prompts: Sequence[str], *, batch_size: int = 256) -> torch.Tensor:
     """Encode prompts with the CLIP text tower: ``(P,)`` strings → ``(P, D)`` unit-norm embeddings."""
     device = next(model.parameters()).device
     chunks = []
@@ -120,9 +118,7 @@ def build_text_classifier(
         embeddings = average_templates(encode_prompts(model, tokenizer, prompts), len(templates))
     classifier = TextClassifier(
         embeddings=embeddings,
-        class_index=torch.tensor(
-            [index for index, _ in synonyms], dtype=torch.long, device=embeddings.device
-        ),
+        class_index=torch.tensor([index for index, _ in synonyms], dtype=torch.long, device=embeddings.device),
         num_classes=vocabulary.num_classes,
     )
     if key is not None:

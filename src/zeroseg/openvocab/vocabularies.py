@@ -40,13 +40,9 @@ class Vocabulary:
             raise ConfigError(f"`vocabulary` {self.name!r} has no classes; give at least one class name")
         for index, synonyms in enumerate(self.classes):
             if not synonyms or any(not s.strip() for s in synonyms):
-                raise ConfigError(
-                    f"`vocabulary` class {index} of {self.name!r} has an empty name: {synonyms!r}"
-                )
+                raise ConfigError(f"`vocabulary` class {index} of {self.name!r} has an empty name: {synonyms!r}")
         if self.background_index is not None and not 0 <= self.background_index < len(self.classes):
-            raise ConfigError(
-                f"`background_index` is {self.background_index}, outside 0..{len(self.classes) - 1}"
-            )
+            raise ConfigError(f"`background_index` is {self.background_index}, outside 0..{len(self.classes) - 1}")
 
     @property
     def names(self) -> list[str]:
@@ -134,9 +130,7 @@ def parse_class_list(classes: str | Sequence[str], *, add_background: bool = Fal
     return Vocabulary(name="custom", classes=tuple(parsed), background_index=background_index)
 
 
-def resolve_vocabulary(
-    vocabulary: str | Sequence[str] | Vocabulary, *, add_background: bool = False
-) -> Vocabulary:
+def resolve_vocabulary(vocabulary: str | Sequence[str] | Vocabulary, *, add_background: bool = False) -> Vocabulary:
     """Turn a shipped name, a class list (string or sequence) or a :class:`Vocabulary` into a vocabulary.
 
     A string that names a shipped vocabulary loads it; any other string is a class list.
