@@ -19,14 +19,10 @@ def quadrants(side: int) -> torch.Tensor:
 def stripes(side: int, heights: list[int]) -> torch.Tensor:
     """``(side, side)`` labels: horizontal stripes of the given heights (in pixels of ``side``)."""
     assert sum(heights) == side
-    return torch.repeat_interleave(torch.arange(len(heights)), torch.tensor(heights))[:, None].expand(
-        side, side
-    )
+    return torch.repeat_interleave(torch.arange(len(heights)), torch.tensor(heights))[:, None].expand(side, side)
 
 
-def planted_attention(
-    region: torch.Tensor, sides: list[int], *, floor: float = 0.05
-) -> dict[int, torch.Tensor]:
+def planted_attention(region: torch.Tensor, sides: list[int], *, floor: float = 0.05) -> dict[int, torch.Tensor]:
     """Self-attention for each grid side: ``(1 - floor)`` uniform over the query's region + ``floor`` uniform.
 
     ``region`` is the ``(S, S)`` label map at the largest side; region borders must be aligned with the

@@ -34,9 +34,7 @@ def test_weights_proportional_to_side_sd1():
     assert aggregation_weights([64, 32, 16, 8]) == pytest.approx([8 / 15, 4 / 15, 2 / 15, 1 / 15])
 
 
-@pytest.mark.parametrize(
-    ("sides", "expected"), [([32, 16], [2 / 3, 1 / 3]), ([64, 32], [2 / 3, 1 / 3]), ([64], [1.0])]
-)
+@pytest.mark.parametrize(("sides", "expected"), [([32, 16], [2 / 3, 1 / 3]), ([64, 32], [2 / 3, 1 / 3]), ([64], [1.0])])
 def test_weights_proportional_to_side_sdxl(sides, expected):
     assert aggregation_weights(sides) == pytest.approx(expected)
 
@@ -57,9 +55,7 @@ def test_sdxl_like_sides_use_largest_side():
     maps = {side: random_attention(side, gen) for side in (8, 4)}
     out = aggregate_attention(maps)
     assert out.shape == (64, 8, 8)
-    torch.testing.assert_close(
-        out.double(), straightforward_aggregate(maps, [2 / 3, 1 / 3]), atol=1e-7, rtol=1e-5
-    )
+    torch.testing.assert_close(out.double(), straightforward_aggregate(maps, [2 / 3, 1 / 3]), atol=1e-7, rtol=1e-5)
 
 
 def test_query_dims_are_block_repeated():
@@ -107,9 +103,7 @@ def test_low_precision_input_computed_in_float32(dtype):
 def test_custom_weights_are_rescaled_to_sum_one():
     gen = torch.Generator().manual_seed(5)
     maps = {side: random_attention(side, gen) for side in (8, 4)}
-    torch.testing.assert_close(
-        aggregate_attention(maps, weights=[2.0, 2.0]), aggregate_attention(maps, weights=[1, 1])
-    )
+    torch.testing.assert_close(aggregate_attention(maps, weights=[2.0, 2.0]), aggregate_attention(maps, weights=[1, 1]))
     torch.testing.assert_close(aggregate_attention(maps, weights=[1, 1]).sum((1, 2)), torch.ones(64))
 
 

@@ -123,9 +123,7 @@ def test_merge_recovers_planted_regions(exact_reference):
     assert proposals.shape == (4, 16, 16)
     # each proposal is the (shared) attention row of one quadrant, in anchor scan order
     for k, pixel in enumerate([(0, 0), (0, 15), (15, 0), (15, 15)]):
-        torch.testing.assert_close(
-            proposals[k].float(), aggregated[pixel[0] * 16 + pixel[1]], atol=1e-6, rtol=1e-5
-        )
+        torch.testing.assert_close(proposals[k].float(), aggregated[pixel[0] * 16 + pixel[1]], atol=1e-6, rtol=1e-5)
 
 
 def test_reference_and_default_agree_on_well_conditioned_input():
@@ -149,9 +147,7 @@ def test_reference_reproduces_fp16_underflow_nan_dropping():
     # next pass drops it, so quadrant 0 has no proposal of its own
     assert exact.shape[0] == 3 and torch.isfinite(exact).all()
     for k, pixel in enumerate([(0, 7), (7, 0), (7, 7)]):
-        torch.testing.assert_close(
-            exact[k], aggregated[pixel[0] * 8 + pixel[1]].double(), atol=1e-7, rtol=1e-6
-        )
+        torch.testing.assert_close(exact[k], aggregated[pixel[0] * 8 + pixel[1]].double(), atol=1e-7, rtol=1e-6)
 
 
 def test_reference_empty_result_falls_back_to_one_segment(caplog):

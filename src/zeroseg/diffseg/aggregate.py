@@ -15,8 +15,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from zeroseg.diffseg.proposals import bilinear_taps
 from zeroseg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -48,9 +48,7 @@ def validate_attention_maps(maps: Mapping[int, torch.Tensor]) -> list[int]:
             that are not nested (query dims are block-replicated by an integer factor).
     """
     if not isinstance(maps, Mapping) or len(maps) == 0:
-        raise ConfigError(
-            f"`maps` must be a non-empty dict {{side: (side*side, side*side) tensor}}, got {maps!r}"
-        )
+        raise ConfigError(f"`maps` must be a non-empty dict {{side: (side*side, side*side) tensor}}, got {maps!r}")
     for side, attn in maps.items():
         if not isinstance(side, int) or side < 1:
             raise ConfigError(f"`maps` keys must be positive grid sides, got {side!r}")
@@ -78,9 +76,7 @@ def aggregation_weights(sides: Sequence[int]) -> list[float]:
     return [side / total for side in sides]
 
 
-def aggregate_attention(
-    maps: Mapping[int, torch.Tensor], *, weights: Sequence[float] | None = None
-) -> torch.Tensor:
+def aggregate_attention(maps: Mapping[int, torch.Tensor], *, weights: Sequence[float] | None = None) -> torch.Tensor:
     """Aggregate per-resolution self-attention into one ``(S*S, S, S)`` float32 tensor.
 
     Row ``q`` (query pixel of the ``S x S`` grid, row-major; ``S`` = largest side present) is a distribution
@@ -107,8 +103,7 @@ def aggregate_attention(
         weights = [float(w) for w in weights]
         if len(weights) != len(sides):
             raise ConfigError(
-                f"`weights` must have one value per grid side {sides} (largest first), "
-                f"got {len(weights)} values"
+                f"`weights` must have one value per grid side {sides} (largest first), got {len(weights)} values"
             )
         if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
             raise ConfigError(f"`weights` must be finite, non-negative and not all zero, got {weights}")
@@ -135,16 +130,21 @@ def aggregate_attention(
         row_stop = min(largest, row_start + rows_per_chunk)
         block = maps[largest][row_start * largest : row_stop * largest].to(device=device, dtype=torch.float32)
         target = flat_out[row_start * largest : row_stop * largest]
-        torch.div(block, block.sum(dim=1, keepdim=True) / weights[0], out=target)
-        if coarse is not None:
-            _add_repeated(target, coarse, largest, coarse_side, row_start)
+        scale = weights[0] / block.sum(dim=1, keepdim=True)
+        if coarse is None:
+            torch.mul(block, scale, out=target)
+        else:
+            # target = block * scale + coarse block-repeated, in one pass
+            grid_rows = (row_stop - row_start) // factor
+            shape = (grid_rows, factor, coarse_side, factor, -1)
+            first = row_start // factor
+            source = coarse.view(coarse_side, coarse_side, -1)[first : first + grid_rows, None, :, None, :]
+            torch.addcmul(source, block.view(shape), scale.view(shape[:-1] + (1,)), out=target.view(shape))
     logger.debug("aggregated attention of sides %s with weights %s", sides, weights)
     return out
 
 
-def _add_repeated(
-    target: torch.Tensor, coarse: torch.Tensor, side: int, coarse_side: int, row_start: int
-) -> None:
+def _add_repeated(target: torch.Tensor, coarse: torch.Tensor, side: int, coarse_side: int, row_start: int) -> None:
     """Add ``coarse`` ``(c*c, K)`` block-repeated onto query rows ``row_start..`` of a side-``side`` grid.
 
     ``target`` holds whole query-grid rows of the finer grid, ``(rows * side, K)``; ``row_start`` is a
@@ -158,10 +158,26 @@ def _add_repeated(
 
 
 def _upsample_keys(block: torch.Tensor, side: int, largest: int, weight: float) -> torch.Tensor:
-    """Key maps of ``block`` ``(n, r*r)`` upsampled to ``(n, S*S)``, renormalised to sum ``weight``."""
+    """Key maps of ``block`` ``(n, r*r)`` upsampled to ``(n, S*S)``, renormalised to sum ``weight``.
+
+    Bilinear resizing is separable, ``U = W A W^T`` with ``W`` the ``(S, r)`` interpolation matrix, so it
+    runs as two small matmuls, and the mass of ``U`` is known before upsampling: ``sum(U) = c^T A c`` with
+    ``c`` the column sums of ``W``.
+    """
     n = block.shape[0]
-    keys = F.interpolate(
-        block.view(n, 1, side, side), size=(largest, largest), mode="bilinear", align_corners=False
-    ).view(n, largest * largest)
-    keys /= keys.sum(dim=1, keepdim=True) / weight
-    return keys
+    interp = interpolation_matrix(side, largest, device=block.device)
+    col_sums = interp.sum(0)
+    mass = block @ torch.outer(col_sums, col_sums).view(-1)
+    scaled = block.view(n, side, side) * (weight / mass).view(n, 1, 1)
+    keys = torch.matmul(interp, torch.matmul(scaled, interp.T))
+    return keys.view(n, largest * largest)
+
+
+def interpolation_matrix(in_size: int, out_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(out, in)`` float32 matrix of 1-D bilinear resizing, half-pixel centres (``align_corners=False``)."""
+    i0, i1, w0, w1 = bilinear_taps(in_size, out_size, device)
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float32, device=device)
+    rows = torch.arange(out_size, device=device)
+    matrix.index_put_((rows, i0), w0, accumulate=True)
+    matrix.index_put_((rows, i1), w1, accumulate=True)
+    return matrix

@@ -102,9 +102,7 @@ def segment_attention(
     if not isinstance(refine, bool):
         raise ConfigError(f"`refine` must be a bool, got {refine!r}")
     aggregated = aggregate_attention(maps)
-    proposals = merge_by_kl(
-        aggregated, anchors=anchors, kl_thresholds=thresholds, exact_reference=exact_reference
-    )
+    proposals = merge_by_kl(aggregated, anchors=anchors, kl_thresholds=thresholds, exact_reference=exact_reference)
     if refine:
         proposals = refine_proposals(aggregated, proposals)
     labels = proposals_to_labels(proposals, out_size)  # type: ignore[arg-type]

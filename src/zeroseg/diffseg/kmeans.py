@@ -114,9 +114,7 @@ def refine_proposals(aggregated: torch.Tensor, proposals: torch.Tensor) -> torch
     return refined.to(torch.float32).reshape(-1, *proposals.shape[1:])
 
 
-def _assign(
-    x: torch.Tensor, sq_norms: torch.Tensor, centres: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _assign(x: torch.Tensor, sq_norms: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centre of each row (first on ties) and the squared distance to it."""
     centre_norms = (centres * centres).sum(1)
     labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
@@ -130,9 +128,7 @@ def _assign(
     return labels, sq_dists
 
 
-def _update_centres(
-    x: torch.Tensor, labels: torch.Tensor, sq_dists: torch.Tensor, num_clusters: int
-) -> torch.Tensor:
+def _update_centres(x: torch.Tensor, labels: torch.Tensor, sq_dists: torch.Tensor, num_clusters: int) -> torch.Tensor:
     """Cluster means; an empty cluster is moved onto the sample farthest from its current centre."""
     sums = torch.zeros(num_clusters, x.shape[1], dtype=x.dtype, device=x.device)
     sums.index_add_(0, labels, x)

@@ -42,9 +42,7 @@ def anchor_grid(num_per_side: int, side: int = 64) -> torch.Tensor:
     if not isinstance(side, int) or side < 2:
         raise ConfigError(f"`side` must be an integer >= 2, got {side!r}")
     if not isinstance(num_per_side, int) or isinstance(num_per_side, bool) or not 2 <= num_per_side <= side:
-        raise ConfigError(
-            f"`num_per_side` (anchors per side) must be an integer in [2, {side}], got {num_per_side!r}"
-        )
+        raise ConfigError(f"`num_per_side` (anchors per side) must be an integer in [2, {side}], got {num_per_side!r}")
     step = (side - 1) // (num_per_side - 1)
     start = (side - 1 - step * (num_per_side - 1)) // 2
     coords = start + step * torch.arange(num_per_side)
@@ -97,9 +95,7 @@ def _rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
 
 
-def greedy_merge(
-    proposals: torch.Tensor, *, kl_threshold: float, exact_reference: bool = False
-) -> torch.Tensor:
+def greedy_merge(proposals: torch.Tensor, *, kl_threshold: float, exact_reference: bool = False) -> torch.Tensor:
     """One greedy merging pass over ``proposals`` ``(K, ...)`` (official iterations >= 1).
 
     Scan ``i = 0..K-1``; skip ``i`` if already matched, else mark it matched and form the group
@@ -201,15 +197,11 @@ def merge_by_kl(
 
     if proposals.shape[0] == 0:
         logger.warning("no proposal survived merging (official code would fail); returning a single segment")
-        proposals = torch.full(
-            (1, side * side), 1.0 / (side * side), dtype=proposals.dtype, device=flat.device
-        )
+        proposals = torch.full((1, side * side), 1.0 / (side * side), dtype=proposals.dtype, device=flat.device)
     return proposals.reshape(-1, side, side)
 
 
-def _anchor_matches_reference(
-    flat: torch.Tensor, anchor_index: torch.Tensor, threshold: float
-) -> torch.Tensor:
+def _anchor_matches_reference(flat: torch.Tensor, anchor_index: torch.Tensor, threshold: float) -> torch.Tensor:
     """``(A, N)`` bool: official ``KL(fp16(anchor), fp16(map)) < tau``, elementwise in float16, chunked."""
     half = flat.to(torch.float16)
     log_half = torch.log(half)
@@ -238,12 +230,7 @@ def _check_thresholds(kl_thresholds: Sequence[float]) -> list[float]:
 
 
 def _check_anchor_coords(anchors: torch.Tensor, side: int) -> torch.Tensor:
-    if (
-        not isinstance(anchors, torch.Tensor)
-        or anchors.dim() != 2
-        or anchors.shape[1] != 2
-        or len(anchors) == 0
-    ):
+    if not isinstance(anchors, torch.Tensor) or anchors.dim() != 2 or anchors.shape[1] != 2 or len(anchors) == 0:
         raise ConfigError(f"`anchors` must be an int or a (A, 2) tensor of (row, col), got {anchors!r}")
     coords = anchors.to(torch.long)
     if bool((coords < 0).any()) or bool((coords >= side).any()):

@@ -18,9 +18,7 @@ from zeroseg.errors import ConfigError
 _BLOCK_ELEMENTS = 1 << 22
 
 
-def bilinear_taps(
-    in_size: int, out_size: int, device: torch.device | None = None
-) -> tuple[torch.Tensor, ...]:
+def bilinear_taps(in_size: int, out_size: int, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
     """Source indices and weights of 1-D bilinear resizing with half-pixel centres (``align_corners=False``).
 
     Same formula as ``torch.nn.functional.interpolate`` and ``tf.image.resize``: source coordinate
