@@ -48,20 +48,22 @@ def test_coco_stuff_27_val_layout_and_mapping(tmp_path):
     assert ds.load_image(ds[0]).shape == (6, 8, 3)
 
 
-def test_coco_curated_split_needs_all_2175_images(tmp_path):
+def test_coco_curated_split_needs_every_listed_image(tmp_path, monkeypatch):
     ids = curated_image_ids()
-    assert len(ids) == 2175 and ids[0] == "000000000139"
+    assert len(ids) == 2175 and len(set(ids)) == 2175 and ids[0] == "000000000139"
+    ids = ids[:3]
+    monkeypatch.setattr("zeroseg.eval.datasets.coco.curated_image_ids", lambda: ids)
     images, labels = tmp_path / "val2017", tmp_path / "stuffthingmaps_trainval2017" / "val2017"
     images.mkdir(parents=True)
     labels.mkdir(parents=True)
     for image_id in ids[:-1]:
         (images / f"{image_id}.jpg").touch()
         (labels / f"{image_id}.png").touch()
-    with pytest.raises(DatasetError, match="1 of the 2175 curated images are missing"):
+    with pytest.raises(DatasetError, match="1 of the 3 curated images are missing"):
         create_dataset("coco-stuff-27", str(tmp_path))
     (images / f"{ids[-1]}.jpg").touch()
     (labels / f"{ids[-1]}.png").touch()
-    assert len(create_dataset("coco-object", str(tmp_path))) == 2175
+    assert len(create_dataset("coco-object", str(tmp_path))) == 3
 
 
 def test_coco_object_things_and_background(tmp_path):
@@ -144,6 +146,7 @@ def test_folder_dataset_infers_classes_and_ignore(tmp_path):
     named = create_dataset("folder", str(tmp_path), class_names=["a", "b", "c"], ignore_value=None)
     assert named.num_classes == 3
     assert named.load_labels(named[0])[0].tolist() == [[0, IGNORE], [IGNORE, 2]]
+    assert create_dataset("folder", str(tmp_path), class_names="only").class_names == ("only",)
 
 
 def test_missing_root_and_missing_labels_name_the_expected_files(tmp_path):

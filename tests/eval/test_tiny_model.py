@@ -32,7 +32,8 @@ def _app():
 def test_evaluate_on_tiny_model_matches_recomputation(method, tiny_sd, quadrant_folder, tmp_path):
     out, preds, cache = tmp_path / "r.json", tmp_path / "p", tmp_path / "c"
     size = "64" if method == "diffseg" else "128"
-    extra = ["--set", "pamr=false"] if method == "diffcut" else ["--set", "anchors=4"]
+    # DiffCut: PAMR (2 iterations) runs after the clustering, at the evaluation size
+    extra = ["--set", "pamr_iters=2"] if method == "diffcut" else ["--set", "anchors=4"]
     args = ["evaluate", "--dataset", "folder", "--root", str(quadrant_folder), "--method", method,
             "--model", str(tiny_sd), "--set", f"image_size={size}", *extra, "--device", "cpu",
             "--output", str(out), "--save-predictions", str(preds), "--cache", str(cache), "--limit", "2"]  # fmt: skip

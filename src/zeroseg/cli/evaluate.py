@@ -139,7 +139,12 @@ DatasetOpt = Annotated[
 RootOpt = Annotated[Path, typer.Option("--root", help="Dataset folder, in the dataset's official layout.")]
 MethodOpt = Annotated[str | None, typer.Option("--method", help="diffseg or diffcut; implied by --preset.")]
 PresetOpt = Annotated[
-    str | None, typer.Option("--preset", help="A paper table row: diffseg-coco, diffcut-voc, ... (see docs).")
+    str | None,
+    typer.Option(
+        "--preset",
+        help="A paper table row: diffseg-coco, diffseg-cityscapes, diffcut-{voc, context, coco-object, coco, "
+        "cityscapes, ade20k} (+PAMR, Tab. 1) or the same with -nopamr (Tab. 2/5).",
+    ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Backbone (preset name, hub id or local folder).")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Dataset split; default: the papers' split.")]

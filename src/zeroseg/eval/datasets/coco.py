@@ -79,7 +79,8 @@ class _CocoStuffBase(SegmentationDataset):
         if self.split == "val":
             return self.pair_by_stem(list_files(image_dir, (".jpg",)), label_dir, ".png")
         samples, missing = [], []
-        for image_id in curated_image_ids():
+        listed = curated_image_ids()
+        for image_id in listed:
             image, label = image_dir / f"{image_id}.jpg", label_dir / f"{image_id}.png"
             if image.is_file() and label.is_file():
                 samples.append(Sample(id=image_id, image_path=image, label_paths=(label,)))
@@ -87,8 +88,8 @@ class _CocoStuffBase(SegmentationDataset):
                 missing.append(image if not image.is_file() else label)
         if missing:
             raise DatasetError(
-                f"{self.display_name}: {len(missing)} of the 2175 curated images are missing, e.g. {missing[0]}. "
-                f"{self.layout}"
+                f"{self.display_name}: {len(missing)} of the {len(listed)} curated images are missing, "
+                f"e.g. {missing[0]}. {self.layout}"
             )
         return samples
 

@@ -51,8 +51,10 @@ class LabelFolder(SegmentationDataset):
             "(one-channel class ids)."
         )
         super().__init__(root, split)
+        if isinstance(class_names, str):
+            class_names = [class_names]
         if class_names:
-            self.class_names = tuple(class_names)
+            self.class_names = tuple(str(name) for name in class_names)
             if num_classes is not None and num_classes != len(self.class_names):
                 raise ConfigError(
                     f"`num_classes` is {num_classes} but {len(self.class_names)} `class_names` were given"
