@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -10,6 +11,8 @@ from zeroseg.backbones import add_noise, capture_self_attention, empty_prompt_co
 from zeroseg.diffseg.algorithm import segment_attention
 from zeroseg.diffseg.config import DiffSegConfig
 from zeroseg.segmenter import Segmenter
+
+logger = logging.getLogger(__name__)
 
 ATTENTION_PREFIX = "attn_"
 
@@ -56,11 +59,21 @@ class DiffSeg(Segmenter):
     ) -> torch.Tensor:
         """Merge the captured maps into a label map of ``output_size`` (``image`` is not used by DiffSeg)."""
         cfg = self.config
+        maps = attention_maps(capture)
+        anchors = min(cfg.anchors, max(maps))
+        if anchors < cfg.anchors:
+            logger.info(
+                "%d anchors per side exceed the %dx%d attention grid; using %d",
+                cfg.anchors,
+                max(maps),
+                max(maps),
+                anchors,
+            )
         return segment_attention(
-            attention_maps(capture),
+            maps,
             kl_threshold=cfg.kl_threshold,
             iterations=cfg.iterations,
-            anchors=cfg.anchors,
+            anchors=anchors,
             refine=cfg.refine,
             exact_reference=cfg.exact_reference,
             out_size=tuple(output_size),
