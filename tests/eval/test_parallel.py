@@ -35,6 +35,3 @@ def test_run_on_devices_checks_its_arguments(quadrant_folder):
     plan = make_plan(dataset="folder", root=quadrant_folder, method="diffseg")
     with pytest.raises(ConfigError, match="at least two devices"):
         run_on_devices(plan, ["cpu"])
-    plan.resume = False
-    with pytest.raises(ConfigError, match="results logs"):
-        run_on_devices(plan, ["cuda:0", "cuda:1"])

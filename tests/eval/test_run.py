@@ -103,6 +103,8 @@ def test_resume_after_kill_recomputes_same_totals(quadrant_folder, tmp_path):
     resumed = evaluate(seg, dataset, cache=cache, results_dir=results)
     assert seg.calls[0] == 5  # only the two missing images were captured
     assert resumed.timing["images_resumed"] == 3
+    again = evaluate(seg, dataset, cache=cache, results_dir=results, restart=True)
+    assert again.timing["images_resumed"] == 0 and len(log.read_text().splitlines()) == 5
     fresh = evaluate(FakeSegmenter(config=FakeConfig(tau=0.7)), dataset)
     assert resumed.num_images == fresh.num_images == 5
     assert resumed.miou == pytest.approx(fresh.miou)

@@ -44,7 +44,7 @@ class EvaluationPlan:
         matching: ``per-image`` or ``dataset``.
         cache_dir: cache folder (captures and results logs); ``None`` = default.
         use_cache: store and reuse captures.
-        resume: reuse results of images already done by an identical run.
+        resume: reuse results of images already done by an identical run (``False`` starts it afresh).
         limit: evaluate only the first images.
         batch_size: images per UNet pass.
     """
@@ -150,7 +150,8 @@ def run_plan(
         baseline=Baseline(plan.baseline, k=plan.kmeans_k) if plan.baseline else None,
         matching=plan.matching,
         cache=FeatureCache(cache_root) if plan.use_cache else None,
-        results_dir=cache_root / "runs" if plan.resume else None,
+        results_dir=cache_root / "runs",
+        restart=not plan.resume,
         save_predictions=Path(save_predictions) if save_predictions else None,
         limit=plan.limit,
         batch_size=plan.batch_size,

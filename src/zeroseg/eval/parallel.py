@@ -57,16 +57,14 @@ def run_on_devices(
 ) -> EvaluationReport:
     """Run ``plan`` with one process per device and merge the results.
 
-    Needs the results logs (``plan.resume``), through which the parent reads the workers' per-image records.
+    The parent reads the workers' per-image records from their results logs.
 
     Raises:
-        ConfigError: for fewer than two devices or without results logs.
+        ConfigError: for fewer than two devices.
         ZeroSegError: if a worker fails (its message is passed on).
     """
     if len(devices) < 2:
         raise ConfigError(f"`devices` must list at least two devices for a parallel run, got {devices}")
-    if not plan.resume:
-        raise ConfigError("a multi-device run needs the results logs: do not combine it with `resume=False`")
     context = mp.get_context("spawn")
     events = context.Queue()
     world = len(devices)

@@ -74,10 +74,17 @@ class ResultsLog:
         suffix = "" if rank is None else f".rank{rank}"
         self.path = self.folder / f"{run_hash}{suffix}.jsonl"
 
-    def read(self) -> dict[str, dict[str, Any]]:
-        """Records of completed images, by image id."""
+    def clear(self) -> None:
+        """Forget this process's earlier results (a restarted run)."""
+        self.path.unlink(missing_ok=True)
+
+    def read(self, *, own_only: bool = False) -> dict[str, dict[str, Any]]:
+        """Records of completed images, by image id (of every rank, or of this process's file only)."""
         records: dict[str, dict[str, Any]] = {}
-        for path in sorted(self.folder.glob(f"{self.run_hash}*.jsonl")):
+        paths = [self.path] if own_only else sorted(self.folder.glob(f"{self.run_hash}*.jsonl"))
+        for path in paths:
+            if not path.is_file():
+                continue
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     record = json.loads(line)
@@ -274,6 +281,7 @@ def evaluate(
     shard: tuple[int, int] | None = None,
     preset: str | None = None,
     collect: list[dict[str, Any]] | None = None,
+    restart: bool = False,
 ) -> EvaluationReport:
     """Score ``segmenter`` on ``dataset``.
 
@@ -293,6 +301,7 @@ def evaluate(
         shard: ``(rank, world)`` evaluates images ``rank, rank + world, ...`` only (one process per device).
         preset: preset name recorded in the report.
         collect: if given, receives the per-image records (done before and now) of the selected images.
+        restart: ignore and overwrite the results of an earlier identical run instead of resuming it.
 
     Returns:
         The :class:`EvaluationReport` of all images done so far for this run (all of them unless sharded).
@@ -316,7 +325,9 @@ def evaluate(
     log = None
     if results_dir is not None:
         log = ResultsLog(results_dir, run_hash, rank=None if shard is None else shard[0])
-    done = log.read() if log is not None else {}
+    if log is not None and restart:
+        log.clear()
+    done = log.read(own_only=restart) if log is not None else {}
     samples = list(dataset)[:limit] if limit else list(dataset)
     selected = samples if shard is None else samples[shard[0] :: shard[1]]
     pending = [s for s in selected if s.id not in done]
