@@ -1,6 +1,6 @@
 """Feature cache: the expensive UNet capture of each image, stored once per image and capture setting.
 
-One compressed ``.npz`` per (capture key, image id), float16, written atomically (temporary file +
+One compressed ``.npz`` (deflate level 1) per (capture key, image id), float16, written atomically (temporary file +
 ``os.replace``), so an interrupted run never leaves a half-written entry. The key is a hash of everything
 that determines the capture (model and its revision/mtime, image size, timestep, noise seed, dtype, method,
 crop protocol, dataset), so a changed setting never reuses a stale entry. Entries also record the image
@@ -131,5 +131,14 @@ class FeatureCache:
             arrays[name] = array.astype(self.dtype) if np.issubdtype(array.dtype, np.floating) else array
         arrays[_SOURCE_KEY] = source_signature(source)
         path = self.path(key, image_id)
-        write_atomic(path, lambda handle: np.savez_compressed(handle, **arrays))
+        write_atomic(path, lambda handle: _write_npz(handle, arrays))
         return path
+
+
+def _write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` (readable by ``np.load``) deflated at level 1: the default level 6 takes about 2.5x longer on
+    attention maps for a file only 2% smaller."""
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)

@@ -113,7 +113,7 @@ def resize_labels(labels: np.ndarray, side: int, mode: str) -> np.ndarray:
 def prepare_image(image: np.ndarray, protocol: Protocol, input_side: int) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> cropped ``(3, S, S)`` float in [0, 1] at the input side."""
     crop = center_crop_square(image, protocol.crop_margin)
-    tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+    tensor = torch.from_numpy(np.array(crop, copy=True)).permute(2, 0, 1).float() / 255.0
     return resize_image(tensor, input_side)
 
 
