@@ -36,6 +36,8 @@ class Segmenter(ABC):
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (library default CPU, as in diffusers).
         dtype: UNet precision; ``None`` = float16 on CUDA, float32 elsewhere.
         backbone: an already loaded backbone to share (its model must match ``config.model``).
+        revision / variant: hub revision and weight variant (``variant="fp16"`` halves the download).
+        model_config: for a single checkpoint file, a diffusers folder or hub id describing its architecture.
         **settings: any config field, e.g. ``tau=0.6`` (see the method's config class).
     """
 
@@ -50,6 +52,9 @@ class Segmenter(ABC):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         backbone: Backbone | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
+        model_config: str | None = None,
         **settings: Any,
     ) -> None:
         config = config if config is not None else self.config_class()
@@ -60,9 +65,11 @@ class Segmenter(ABC):
             allowed = ", ".join(f.name for f in fields(config))
             raise ConfigError(f"unknown {self.method} setting(s) {', '.join(unknown)}; allowed: {allowed}")
         self.config = replace(config, **settings)
-        self.backbone = (
-            backbone if backbone is not None else load_backbone(self.config.model, device=device, dtype=dtype)
-        )
+        if backbone is None:
+            backbone = load_backbone(
+                self.config.model, device=device, dtype=dtype, revision=revision, variant=variant, config=model_config
+            )
+        self.backbone = backbone
 
     @property
     def image_size(self) -> int:

@@ -133,6 +133,17 @@ def segment_command(
             show_default=False,
         ),
     ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(help="Weight variant to download, e.g. fp16 (about half the size).", show_default=False),
+    ] = None,
+    model_config: Annotated[
+        str | None,
+        typer.Option(
+            help="For a single .safetensors/.ckpt file: a diffusers folder or hub id with its configs.",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[Device, typer.Option(help="Where the UNet runs.")] = Device.auto,
     dtype: Annotated[
         DType, typer.Option(help="UNet precision; auto = float16 on CUDA, float32 elsewhere.")
@@ -237,6 +248,7 @@ def segment_command(
             settings=given,
             device=device.value,
             dtype=dtype.value,
+            load_options={"variant": variant, "model_config": model_config},
             batch_size=batch_size,
             recursive=recursive,
             overwrite=overwrite,
@@ -261,6 +273,7 @@ def run_segment(
     recursive: bool,
     overwrite: bool,
     overlay: bool,
+    load_options: dict[str, Any] | None = None,
 ) -> RunSummary:
     """The body of ``zeroseg segment``: returns what happened; raises ZeroSegError only for fatal problems."""
     from zeroseg.inputs import expand_inputs, input_roots, output_stems
@@ -284,7 +297,7 @@ def run_segment(
             continue
         jobs.append((path, targets))
     if jobs:
-        segmenter = _load_segmenter(method, config, device, dtype)
+        segmenter = _load_segmenter(method, config, device, dtype, load_options or {})
         _write_settings(folder, segmenter.settings())
         _process(segmenter, jobs, summary, batch_size=batch_size, overwrite=overwrite)
     elapsed = time.perf_counter() - start
@@ -299,11 +312,11 @@ def _targets(folder: Path, stem: str, overlay: bool) -> list[Path]:
     return targets
 
 
-def _load_segmenter(method: str, config: Any, device: str, dtype: str) -> Any:
+def _load_segmenter(method: str, config: Any, device: str, dtype: str, load_options: dict[str, Any]) -> Any:
     from zeroseg.registry import create_segmenter
 
     with _err.status(f"Loading {config.model} ...", spinner="dots"):
-        return create_segmenter(method, config=config, device=device, dtype=dtype)
+        return create_segmenter(method, config=config, device=device, dtype=dtype, **load_options)
 
 
 def _write_settings(folder: Path, settings: dict[str, Any]) -> None:
