@@ -21,3 +21,9 @@ def quadrant_folder(tmp_path: Path) -> Path:
         write_png(root / "images" / f"img{i}.png", image)
         write_png(root / "labels" / f"img{i}.png", labels)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test away from the user's cache folder."""
+    monkeypatch.setenv("ZEROSEG_CACHE", str(tmp_path / "zeroseg-cache"))

@@ -96,7 +96,7 @@ def make_plan(
         merged_settings.update(chosen.settings)
         merged_options.update(chosen.dataset_options)
     if method is None:
-        method = "diffcut" if preset is None else method
+        method = "diffcut"  # the package default method (zeroseg.registry.DEFAULT_METHOD)
     if method not in METHODS:
         raise ConfigError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
     if dataset is None:
