@@ -115,3 +115,10 @@ def test_invalid_settings_raise():
         segment_attention(maps, anchors=2, out_size=0)
     with pytest.raises(ConfigError, match="maps"):
         segment_attention({8: torch.ones(64, 60)}, anchors=2)
+
+
+def test_accepts_numpy_integers():
+    np = pytest.importorskip("numpy")
+    region = quadrants(8)
+    labels = segment_attention(planted_attention(region, [8, 4]), anchors=np.int64(2), out_size=(np.int64(8), 8))
+    assert same_partition(labels, region)

@@ -95,8 +95,8 @@ def segment_attention(
         ConfigError: on malformed maps or settings.
     """
     thresholds = per_iteration_thresholds(kl_threshold, iterations, exact_reference=exact_reference)
-    if isinstance(out_size, int) and not isinstance(out_size, bool):
-        out_size = (out_size, out_size)
+    if isinstance(out_size, numbers.Integral) and not isinstance(out_size, bool):
+        out_size = (int(out_size), int(out_size))
     elif isinstance(out_size, list):
         out_size = tuple(out_size)
     if not isinstance(refine, bool):

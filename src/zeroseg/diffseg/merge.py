@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -174,7 +175,10 @@ def merge_by_kl(
             f"`kl_thresholds` must have at least 2 values with `exact_reference=True` (the official code "
             f"fails with a single iteration), got {thresholds}"
         )
-    coords = anchor_grid(anchors, side) if isinstance(anchors, int) else _check_anchor_coords(anchors, side)
+    if isinstance(anchors, numbers.Integral) and not isinstance(anchors, bool):
+        coords = anchor_grid(int(anchors), side)
+    else:
+        coords = _check_anchor_coords(anchors, side)
     anchor_index = (coords[:, 0] * side + coords[:, 1]).to(aggregated.device)
 
     if exact_reference:

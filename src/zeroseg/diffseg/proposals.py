@@ -10,6 +10,8 @@ References:
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from zeroseg.errors import ConfigError
@@ -88,7 +90,7 @@ def _check_size(out_size: tuple[int, int]) -> tuple[int, int]:
     if (
         not isinstance(out_size, tuple | list)
         or len(out_size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in out_size)
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in out_size)
     ):
         raise ConfigError(f"`out_size` must be a pair of positive ints (H, W), got {out_size!r}")
     return int(out_size[0]), int(out_size[1])
