@@ -213,6 +213,32 @@ def segment_command(
             show_default=False,
         ),
     ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Name every segment from these classes, comma separated; '|' separates synonyms "
+            '("cat,dog,sky|clouds"). Writes <name>.json and <name>_labelled.jpg. Needs zeroseg[clip].',
+            show_default=False,
+        ),
+    ] = None,
+    vocabulary: Annotated[
+        str | None,
+        typer.Option(
+            help="Name segments from a shipped vocabulary: voc, context, coco-object, ade20k or coco-stuff.",
+            show_default=False,
+        ),
+    ] = None,
+    merge_same_label: Annotated[
+        bool, typer.Option("--merge-same-label", help="Merge segments that get the same name (label map and outputs).")
+    ] = False,
+    background: Annotated[
+        bool, typer.Option("--background", help="With --labels: add a 'background' class at index 0.")
+    ] = False,
+    clip_model: Annotated[str, typer.Option(help="open_clip model that names segments.")] = "convnext_large_d_320",
+    clip_weights: Annotated[
+        str, typer.Option(help="open_clip pretrained tag or a local checkpoint file.")
+    ] = "laion2b_s29b_b131k_ft_soup",
+    clip_size: Annotated[int, typer.Option(help="Side of the square image CLIP sees (official: 1024).")] = 1024,
     noise: Annotated[
         bool | None,
         typer.Option(
@@ -249,6 +275,15 @@ def segment_command(
             device=device.value,
             dtype=dtype.value,
             load_options={"variant": variant, "model_config": model_config},
+            naming=NamingOptions(
+                labels=labels,
+                vocabulary=vocabulary,
+                merge_same_label=merge_same_label,
+                background=background,
+                clip_model=clip_model,
+                clip_weights=clip_weights,
+                clip_size=clip_size,
+            ),
             batch_size=batch_size,
             recursive=recursive,
             overwrite=overwrite,
@@ -274,6 +309,7 @@ def run_segment(
     overwrite: bool,
     overlay: bool,
     load_options: dict[str, Any] | None = None,
+    naming: NamingOptions | None = None,
 ) -> RunSummary:
     """The body of ``zeroseg segment``: returns what happened; raises ZeroSegError only for fatal problems."""
     from zeroseg.inputs import expand_inputs, input_roots, output_stems
@@ -282,6 +318,8 @@ def run_segment(
 
     start = time.perf_counter()
     config = config_class(method)(**method_settings(method, settings))
+    naming = naming or NamingOptions()
+    naming.check()
     files, problems = expand_inputs(inputs, recursive=recursive)
     summary = RunSummary()
     for line in problems:
@@ -291,24 +329,36 @@ def run_segment(
     folder = ensure_folder(out)
     jobs = []
     for path, stem in zip(files, stems, strict=True):
-        targets = _targets(folder, stem, overlay)
+        targets = _targets(folder, stem, overlay, named=naming.enabled)
         if not overwrite and all(output_exists(t) for t in targets):
             summary.skipped += 1
             continue
         jobs.append((path, targets))
     if jobs:
         segmenter = _load_segmenter(method, config, device, dtype, load_options or {})
-        _write_settings(folder, segmenter.settings())
-        _process(segmenter, jobs, summary, batch_size=batch_size, overwrite=overwrite)
+        namer = naming.build(segmenter.device) if naming.enabled else None
+        _write_settings(folder, {**segmenter.settings(), **naming.settings()})
+        _process(
+            segmenter,
+            jobs,
+            summary,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            namer=namer,
+            merge_same_label=naming.merge_same_label,
+        )
     elapsed = time.perf_counter() - start
     _err.print(_summary_line(summary, folder, elapsed), soft_wrap=True, highlight=False)
     return summary
 
 
-def _targets(folder: Path, stem: str, overlay: bool) -> list[Path]:
+def _targets(folder: Path, stem: str, overlay: bool, *, named: bool = False) -> list[Path]:
+    """Output paths of one image: label map first, then the overlay, then the naming outputs."""
     targets = [folder / f"{stem}.png"]
     if overlay:
         targets.append(folder / f"{stem}_overlay.jpg")
+    if named:
+        targets += [folder / f"{stem}.json", folder / f"{stem}_labelled.jpg"]
     return targets
 
 
@@ -334,6 +384,8 @@ def _process(
     *,
     batch_size: int,
     overwrite: bool,
+    namer: Any = None,
+    merge_same_label: bool = False,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -343,17 +395,19 @@ def _process(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+
+    def write(image: Any, labels: Any, targets: list[Path]) -> None:
+        _write_outputs(image, labels, targets, overwrite=overwrite, namer=namer, merge_same_label=merge_same_label)
+
     with Progress(*columns, console=_err, disable=len(jobs) < 2, transient=False) as progress:
         task = progress.add_task("Segmenting", total=len(jobs))
         for begin in range(0, len(jobs), batch_size):
             batch = jobs[begin : begin + batch_size]
-            _process_batch(segmenter, batch, summary, overwrite=overwrite)
+            _process_batch(segmenter, batch, summary, write=write)
             progress.advance(task, len(batch))
 
 
-def _process_batch(
-    segmenter: Any, batch: list[tuple[Path, list[Path]]], summary: RunSummary, *, overwrite: bool
-) -> None:
+def _process_batch(segmenter: Any, batch: list[tuple[Path, list[Path]]], summary: RunSummary, *, write: Any) -> None:
     import torch
 
     from zeroseg.image import load_image, to_tensor
@@ -378,7 +432,7 @@ def _process_batch(
     for (path, targets, image, tensor), capture in zip(loaded, captures, strict=True):
         try:
             labels = segmenter.segment_capture(capture, output_size=tuple(tensor.shape[1:]), image=tensor)
-            _write_outputs(image, labels.numpy(), targets, overwrite=overwrite)
+            write(image, labels.numpy(), targets)
         except ZeroSegError as exc:
             summary.fail(str(exc))
             continue
@@ -388,12 +442,84 @@ def _process_batch(
         summary.done += 1
 
 
-def _write_outputs(image: Any, labels: Any, targets: list[Path], *, overwrite: bool) -> None:
-    from zeroseg.outputs import save_label_map, save_overlay
+def _write_outputs(
+    image: Any,
+    labels: Any,
+    targets: list[Path],
+    *,
+    overwrite: bool,
+    namer: Any = None,
+    merge_same_label: bool = False,
+) -> None:
+    """Write the label map and overlay; with a namer, name the segments first (merging shares the label map)."""
+    from zeroseg.outputs import check_output, save_label_map, save_overlay
 
+    if namer is not None:
+        from zeroseg.openvocab import name_and_export
+
+        for target in targets:
+            check_output(target, overwrite=overwrite)
+        stem = targets[0].with_suffix("")
+        labels, _ = name_and_export(labels, image, namer, stem, merge_same_label=merge_same_label)
     save_label_map(labels, targets[0], overwrite=overwrite)
-    if len(targets) > 1:
+    if len(targets) > 1 and targets[1].name.endswith("_overlay.jpg"):
         save_overlay(image, labels, targets[1], overwrite=overwrite)
+
+
+@dataclass
+class NamingOptions:
+    """Open-vocabulary naming of segments (the ``clip`` extra), off unless labels or a vocabulary is given."""
+
+    labels: str | None = None
+    vocabulary: str | None = None
+    merge_same_label: bool = False
+    background: bool = False
+    clip_model: str = "convnext_large_d_320"
+    clip_weights: str = "laion2b_s29b_b131k_ft_soup"
+    clip_size: int = 1024
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.labels or self.vocabulary)
+
+    def check(self) -> None:
+        """Refuse contradictory options before any model is loaded."""
+        if self.labels and self.vocabulary:
+            raise ConfigError("give either `--labels` or `--vocabulary`, not both")
+        if not self.enabled and (self.merge_same_label or self.background):
+            raise ConfigError("`--merge-same-label` and `--background` need `--labels` or `--vocabulary`")
+        if self.clip_size < 32:
+            raise ConfigError(f"`--clip-size` must be at least 32 (got {self.clip_size})")
+
+    def build(self, device: Any) -> Any:
+        """Load the CLIP namer (once per run)."""
+        from zeroseg.openvocab import SegmentNamer
+
+        with _err.status(f"Loading {self.clip_model} ({self.clip_weights}) ...", spinner="dots"):
+            return SegmentNamer(
+                self.clip_model,
+                self.clip_weights,
+                vocabulary=self.labels or self.vocabulary,
+                device=device,
+                add_background=self.background,
+                image_size=self.clip_size,
+            )
+
+    def settings(self) -> dict[str, Any]:
+        """What to record in the run's settings file."""
+        if not self.enabled:
+            return {}
+        return {
+            "naming": {
+                "labels": self.labels,
+                "vocabulary": self.vocabulary,
+                "clip_model": self.clip_model,
+                "clip_weights": self.clip_weights,
+                "clip_size": self.clip_size,
+                "merge_same_label": self.merge_same_label,
+                "background": self.background,
+            }
+        }
 
 
 def _one_line(exc: BaseException) -> str:

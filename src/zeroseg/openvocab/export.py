@@ -15,6 +15,7 @@ from scipy import ndimage
 from zeroseg.errors import ConfigError, require
 from zeroseg.openvocab.naming import Segment, SegmentNamer, image_to_tensor
 from zeroseg.openvocab.naming import merge_same_label as merge_segments_by_label
+from zeroseg.outputs import atomic_write, ensure_folder, make_overlay
 
 logger = logging.getLogger(__name__)
 
@@ -83,17 +84,11 @@ def segments_to_json(
     document = {"height": int(array.shape[0]), "width": int(array.shape[1]), "segments": records}
     if destination is not None:
         path = Path(destination)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        ensure_folder(path.parent)
+        with atomic_write(path) as temp:
+            temp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         logger.info("Wrote %d named segments to %s", len(records), path)
     return document
-
-
-def segment_colours(num_segments: int, *, seed: int = 0) -> np.ndarray:
-    """``(K, 3)`` uint8 distinct-ish colours (golden-ratio hues), fixed for a given ``seed``."""
-    hues = (np.arange(num_segments) * 0.618033988749895 + seed * 0.1) % 1.0
-    rgb = np.stack([np.abs(((hues * 6 + shift) % 6) - 3) - 1 for shift in (0, 4, 2)], axis=-1)
-    return (np.clip(rgb, 0, 1) * 200 + 40).astype(np.uint8)
 
 
 def label_anchor(mask: np.ndarray) -> tuple[int, int]:
@@ -113,15 +108,14 @@ def _to_rgb_array(image: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def draw_overlay(image: Any, labels: np.ndarray, *, alpha: float = OVERLAY_ALPHA) -> Image.Image:
-    """Blend one colour per segment over the image (resized to the label map); negative labels stay clear."""
+    """The standard overlay (:func:`zeroseg.outputs.make_overlay`: palette colours and boundaries) of the image
+    resized to the label map; pixels with a negative label stay clear."""
     array = np.asarray(labels)
-    rgb = _to_rgb_array(image, array.shape).astype(np.float32)
+    rgb = _to_rgb_array(image, array.shape)
     valid = array >= 0
-    colours = segment_colours(int(array.max()) + 1 if valid.any() else 0)
-    blended = rgb.copy()
-    if valid.any():
-        blended[valid] = (1 - alpha) * rgb[valid] + alpha * colours[array[valid]]
-    return Image.fromarray(blended.round().astype(np.uint8))
+    overlay = np.asarray(make_overlay(Image.fromarray(rgb), np.where(valid, array, 0), alpha=alpha)).copy()
+    overlay[~valid] = rgb[~valid]
+    return Image.fromarray(overlay)
 
 
 def draw_labelled_overlay(
@@ -185,5 +179,6 @@ def name_and_export(
     stem = Path(out_stem)
     segments_to_json(segments, labels, stem.with_name(stem.name + ".json"), class_names=namer.class_names)
     overlay = draw_labelled_overlay(image, labels, {s.segment_id: s.label for s in segments})
-    overlay.save(stem.with_name(stem.name + "_labelled.jpg"), quality=92)
+    with atomic_write(stem.with_name(stem.name + "_labelled.jpg")) as temp:
+        overlay.save(temp, format="JPEG", quality=92)
     return labels, segments
