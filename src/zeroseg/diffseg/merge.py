@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 LOG_EPS = 1e-12
 """Floor applied before the log in the default mode, so zero entries give finite distances, never NaN."""
 
+# Default anchor pass: float32 elements of the per-chunk logs (2M elements = 8 MiB).
+_ANCHOR_CHUNK_ELEMENTS = 1 << 21
+
 # Exact-reference anchor pass: float16 elements held at once per chunk (8M elements = 16 MiB each).
 _EXACT_CHUNK_ELEMENTS = 1 << 23
 
@@ -188,7 +191,7 @@ def merge_by_kl(
         proposals = (matches64 @ flat) / matches64.sum(1, keepdim=True)  # 0/0 -> NaN, as the official code
     else:
         flat = aggregated.reshape(side * side, -1).to(torch.float32)
-        dist = pairwise_symmetric_kl(flat[anchor_index], flat)
+        dist = _anchor_distances(flat, anchor_index)
         dist[torch.arange(len(anchor_index)), anchor_index] = 0.0  # D(x, x) = 0 exactly: never unmatched
         matches = (dist < thresholds[0]).to(torch.float32)
         del dist
@@ -203,6 +206,28 @@ def merge_by_kl(
         logger.warning("no proposal survived merging (official code would fail); returning a single segment")
         proposals = torch.full((1, side * side), 1.0 / (side * side), dtype=proposals.dtype, device=flat.device)
     return proposals.reshape(-1, side, side)
+
+
+def _anchor_distances(flat: torch.Tensor, anchor_index: torch.Tensor) -> torch.Tensor:
+    """``(A, N)`` symmetric KL between the anchor rows and all rows of ``flat`` ``(N, D)``, floored logs.
+
+    Same as ``pairwise_symmetric_kl(flat[anchor_index], flat)``, computed over chunks of rows so the logs
+    of all ``N`` maps are never held at once (less memory, and the chunk buffers stay in cache).
+    """
+    anchors = flat[anchor_index]
+    log_anchors = anchors.clamp_min(LOG_EPS).log_()
+    neg_entropy_anchors = _rowwise_dot(anchors, log_anchors)
+    dist = torch.empty(anchors.shape[0], flat.shape[0], dtype=flat.dtype, device=flat.device)
+    rows_per_chunk = max(1, _ANCHOR_CHUNK_ELEMENTS // flat.shape[1])
+    for start in range(0, flat.shape[0], rows_per_chunk):
+        maps = flat[start : start + rows_per_chunk]
+        log_maps = maps.clamp_min(LOG_EPS).log_()
+        block = dist[:, start : start + rows_per_chunk]
+        torch.add(neg_entropy_anchors[:, None], _rowwise_dot(maps, log_maps)[None, :], out=block)
+        block.addmm_(anchors, log_maps.T, alpha=-1.0)
+        block.addmm_(log_anchors, maps.T, alpha=-1.0)
+    dist *= 0.5
+    return dist
 
 
 def _anchor_matches_reference(flat: torch.Tensor, anchor_index: torch.Tensor, threshold: float) -> torch.Tensor:
