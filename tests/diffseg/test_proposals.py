@@ -42,7 +42,7 @@ def test_matches_interpolate_then_argmax(out_size):
 def test_chunked_equals_unchunked():
     proposals = random_proposals(7, 16, seed=1)
     whole = proposals_to_labels(proposals, (301, 203), block_elements=1 << 30)
-    for block in (1, 203, 203 * 10 + 5):
+    for block in (1, 7 * 203, 7 * 203 * 10 + 5):
         assert torch.equal(proposals_to_labels(proposals, (301, 203), block_elements=block), whole)
 
 

@@ -1,8 +1,8 @@
 """Proposals to a label map: bilinear upsampling then argmax (the official "NMS", DiffSeg step 3).
 
 The soft proposal maps are upsampled and the label of a pixel is the proposal with the largest value there;
-integer labels are never resized. The output is produced in row blocks, one proposal at a
-time, so that a large image never holds ``K * H * W`` floats at once.
+integer labels are never resized. The output is produced in blocks of rows, so that a large
+image never holds ``K * H * W`` floats at once.
 
 References:
     Official code ``segmentor.py:generate_masks`` (``UpSampling2D`` bilinear, then ``argmax``).
@@ -16,7 +16,7 @@ import torch
 
 from zeroseg.errors import ConfigError
 
-# Output pixels per block of rows; each float temporary of a block is 4 * 2**22 bytes = 16 MiB.
+# Floats in one (rows, W, K) block of the upsampled proposals: 2**22 floats = 16 MiB per temporary.
 _BLOCK_ELEMENTS = 1 << 22
 
 
@@ -42,13 +42,13 @@ def proposals_to_labels(
 ) -> torch.Tensor:
     """Label map from soft proposals: bilinear upsample to ``out_size``, argmax over proposals, relabel.
 
-    Upsampling is separable: the width pass runs once on ``(K, h, W)``; the height pass and the running
-    argmax run one proposal at a time over blocks of output rows, so memory stays ``O(block_elements)``.
+    Upsampling is separable: the width pass runs once on the small ``(h, W, K)`` tensor; the height pass and
+    the argmax run over blocks of output rows, so memory stays ``O(block_elements)`` whatever ``H``.
 
     Args:
         proposals: ``(K, s, s)`` (or ``(K, h, w)``) proposal maps.
         out_size: ``(H, W)`` of the label map.
-        block_elements: output pixels per block of rows (memory cap; the result does not depend on it).
+        block_elements: floats in one ``(rows, W, K)`` block (memory cap; the result does not depend on it).
 
     Returns:
         ``(H, W)`` long tensor, values contiguous 0..K'-1 in proposal order (proposals that win no pixel are
@@ -64,22 +64,16 @@ def proposals_to_labels(
     maps = proposals.to(torch.float32)
     device = maps.device
     x0, x1, wx0, wx1 = bilinear_taps(in_w, width, device)
-    rows = maps[:, :, x0] * wx0 + maps[:, :, x1] * wx1  # (K, h, W)
+    # Width pass once, proposals innermost: (h, W, K), so the argmax reduces over contiguous memory.
+    rows = (maps[:, :, x0] * wx0 + maps[:, :, x1] * wx1).permute(1, 2, 0).contiguous()
     y0, y1, wy0, wy1 = bilinear_taps(in_h, height, device)
     labels = torch.empty(height, width, dtype=torch.long, device=device)
-    rows_per_block = max(1, block_elements // width)
+    rows_per_block = max(1, block_elements // (width * num))
     for start in range(0, height, rows_per_block):
         stop = min(height, start + rows_per_block)
-        top, bottom = y0[start:stop], y1[start:stop]
-        w_top, w_bottom = wy0[start:stop, None], wy1[start:stop, None]
-        best = rows[0, top] * w_top + rows[0, bottom] * w_bottom
-        winner = torch.zeros(stop - start, width, dtype=torch.long, device=device)
-        for k in range(1, num):
-            value = rows[k, top] * w_top + rows[k, bottom] * w_bottom
-            better = value > best  # strict: the first maximum wins, as argmax
-            best = torch.where(better, value, best)
-            winner.masked_fill_(better, k)
-        labels[start:stop] = winner
+        block = rows[y0[start:stop]] * wy0[start:stop, None, None]
+        block.addcmul_(rows[y1[start:stop]], wy1[start:stop, None, None])
+        labels[start:stop] = block.argmax(-1)  # first maximum wins
     # contiguous relabelling (same result as relabel_sequential) through a K-entry lookup table
     present = torch.bincount(labels.view(-1), minlength=num) > 0
     lookup = torch.cumsum(present, 0) - 1
