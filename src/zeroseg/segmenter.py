@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from zeroseg.backbones import Backbone, load_backbone
+from zeroseg.backbones import Backbone, add_noise, empty_prompt_conditioning, encode_images, load_backbone
 from zeroseg.errors import ConfigError
 from zeroseg.image import load_image, resize, to_tensor
 from zeroseg.types import SegmentationResult
@@ -121,6 +121,13 @@ class Segmenter(ABC):
         if images.shape[-2:] != (side, side):
             images = resize(images.float(), (side, side))
         return images.clamp(0.0, 1.0)
+
+    def unet_inputs(self, images: torch.Tensor, *, noise_seed: int | None) -> tuple[torch.Tensor, Any]:
+        """Latents (noised to the timestep when ``noise_seed`` is set) and empty-prompt conditioning for a batch."""
+        batch = self.prepare(images)
+        latents = encode_images(self.backbone, batch)
+        latents = add_noise(self.backbone, latents, self.config.timestep, seed=noise_seed)
+        return latents, empty_prompt_conditioning(self.backbone, batch.shape[0], self.image_size)
 
     @abstractmethod
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from zeroseg.backbones import add_noise, capture_features, empty_prompt_conditioning, encode_images
+from zeroseg.backbones import capture_features
 from zeroseg.diffcut.algorithm import segment_features
 from zeroseg.diffcut.config import DiffCutConfig
 from zeroseg.segmenter import Segmenter
@@ -32,13 +32,9 @@ class DiffCut(Segmenter):
     @torch.inference_mode()
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Encoder features ``{"features": (C, h, w)}`` per image (float32, CPU)."""
-        cfg = self.config
-        batch = self.prepare(images)
-        latents = encode_images(self.backbone, batch)
-        latents = add_noise(self.backbone, latents, cfg.timestep, seed=cfg.seed)
-        conditioning = empty_prompt_conditioning(self.backbone, batch.shape[0], self.image_size)
-        features = capture_features(self.backbone, latents, cfg.timestep, conditioning)
-        return [{"features": features[b].float().cpu()} for b in range(batch.shape[0])]
+        latents, conditioning = self.unet_inputs(images, noise_seed=self.config.seed)
+        features = capture_features(self.backbone, latents, self.config.timestep, conditioning)
+        return [{"features": f.float().cpu()} for f in features]
 
     def segment_capture(
         self,

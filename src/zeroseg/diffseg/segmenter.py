@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from zeroseg.backbones import add_noise, capture_self_attention, empty_prompt_conditioning, encode_images
+from zeroseg.backbones import capture_self_attention
 from zeroseg.diffseg.algorithm import segment_attention
 from zeroseg.diffseg.config import DiffSegConfig
 from zeroseg.segmenter import Segmenter
@@ -40,14 +40,11 @@ class DiffSeg(Segmenter):
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Self-attention maps of every grid side, ``{"attn_<r>": (r*r, r*r)}`` per image (float32, CPU)."""
         cfg = self.config
-        batch = self.prepare(images)
-        latents = encode_images(self.backbone, batch)
-        latents = add_noise(self.backbone, latents, cfg.timestep, seed=cfg.seed if cfg.noise else None)
-        conditioning = empty_prompt_conditioning(self.backbone, batch.shape[0], self.image_size)
+        latents, conditioning = self.unet_inputs(images, noise_seed=cfg.seed if cfg.noise else None)
         maps = capture_self_attention(self.backbone, latents, cfg.timestep, conditioning)
         return [
             {f"{ATTENTION_PREFIX}{side}": maps[side][b].cpu() for side in sorted(maps, reverse=True)}
-            for b in range(batch.shape[0])
+            for b in range(latents.shape[0])
         ]
 
     def segment_capture(
