@@ -118,7 +118,9 @@ class _ProgressBar:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    _err.print(f"[red]Error: {exc}[/red]", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    _err.print(f"[red]Error: {escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -143,7 +145,8 @@ PresetOpt = Annotated[
     typer.Option(
         "--preset",
         help="A paper table row: diffseg-coco, diffseg-cityscapes, diffcut-{voc, context, coco-object, coco, "
-        "cityscapes, ade20k} (+PAMR, Tab. 1) or the same with -nopamr (Tab. 2/5).",
+        "cityscapes, ade20k} (+PAMR, Tab. 1) or the same with -nopamr (Tab. 2/5); "
+        "diffcut-{voc, context, coco-object}-openvocab (open vocabulary with CLIP, Tab. 4).",
     ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Backbone (preset name, hub id or local folder).")]
@@ -178,6 +181,41 @@ DatasetOptionOpt = Annotated[
 TauOpt = Annotated[float | None, typer.Option("--tau", help="DiffCut NCut threshold tau.")]
 AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="DiffCut affinity exponent alpha.")]
 KlOpt = Annotated[float | None, typer.Option("--kl-threshold", help="DiffSeg KL merge threshold.")]
+OpenVocabularyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--open-vocabulary",
+        help="Name each segment with CLIP and score per-image mIoU (DiffCut Tab. 4; voc, context, coco-object). "
+        "Needs zeroseg[clip].",
+    ),
+]
+ClipModelOpt = Annotated[
+    str | None, typer.Option("--clip-model", help="open_clip model naming the segments (convnext_large_d_320).")
+]
+ClipWeightsOpt = Annotated[
+    str | None,
+    typer.Option("--clip-weights", help="open_clip pretrained tag or local checkpoint (laion2b_s29b_b131k_ft_soup)."),
+]
+ClipSizeOpt = Annotated[
+    int | None, typer.Option("--clip-size", help="Side of the image CLIP sees (1024; COCO-Object 2048).")
+]
+ClipExactOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--clip-exact-reference/--clip-normalize",
+        help="Feed CLIP the image without mean/std normalisation, as the official code (the -openvocab presets).",
+    ),
+]
+EvalSizeOpt = Annotated[
+    int | None, typer.Option("--eval-size", help="Open vocabulary: side at which predictions are scored (1024).")
+]
+OvPamrOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--open-vocabulary-pamr/--no-open-vocabulary-pamr",
+        help="Open vocabulary: force PAMR at the evaluation size on or off (default: on for DiffCut, off for DiffSeg).",
+    ),
+]
 
 
 def evaluate_command(
@@ -210,6 +248,13 @@ def evaluate_command(
     tau: TauOpt = None,
     alpha: AlphaOpt = None,
     kl_threshold: KlOpt = None,
+    open_vocabulary: OpenVocabularyOpt = False,
+    clip_model: ClipModelOpt = None,
+    clip_weights: ClipWeightsOpt = None,
+    clip_size: ClipSizeOpt = None,
+    clip_exact_reference: ClipExactOpt = None,
+    eval_size: EvalSizeOpt = None,
+    open_vocabulary_pamr: OvPamrOpt = None,
 ) -> None:
     """Evaluate a method or a paper preset on a dataset and write a report."""
     try:
@@ -238,6 +283,13 @@ def evaluate_command(
                 resume=not restart,
                 limit=limit,
                 batch_size=batch_size,
+                open_vocabulary=open_vocabulary or None,
+                clip_model=clip_model,
+                clip_weights=clip_weights,
+                clip_image_size=clip_size,
+                clip_exact_reference=clip_exact_reference,
+                eval_size=eval_size,
+                open_vocabulary_pamr=open_vocabulary_pamr,
             )
     except ZeroSegError as exc:
         raise _fail(exc) from None

@@ -26,6 +26,8 @@ _LAZY = {
     "IoUAccumulator": "zeroseg.eval.metrics",
     "ImageMeanIoU": "zeroseg.eval.metrics",
     "image_iou": "zeroseg.eval.metrics",
+    "evaluate_open_vocabulary": "zeroseg.eval.open_vocabulary",
+    "OpenVocabularyOptions": "zeroseg.eval.open_vocabulary",
 }
 
 __all__ = list(_LAZY)

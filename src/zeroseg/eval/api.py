@@ -16,6 +16,14 @@ from zeroseg.errors import ConfigError
 from zeroseg.eval.baselines import Baseline
 from zeroseg.eval.cache import FeatureCache, default_cache_dir
 from zeroseg.eval.datasets import SegmentationDataset, create_dataset
+from zeroseg.eval.open_vocabulary import (
+    METHOD_DEFAULTS,
+    PROTOCOL_NAME,
+    OpenVocabularyOptions,
+    evaluate_open_vocabulary,
+    make_options,
+    vocabulary_name,
+)
 from zeroseg.eval.protocols import get_preset, get_protocol
 from zeroseg.eval.report import EvaluationReport, write_report
 from zeroseg.eval.run import ProgressCallback, evaluate, expand_grid
@@ -47,6 +55,7 @@ class EvaluationPlan:
         resume: reuse results of images already done by an identical run (``False`` starts it afresh).
         limit: evaluate only the first images.
         batch_size: images per UNet pass.
+        open_vocabulary: open-vocabulary protocol options (``None`` = the unsupervised protocol).
     """
 
     method: str
@@ -66,6 +75,7 @@ class EvaluationPlan:
     resume: bool = True
     limit: int | None = None
     batch_size: int = 1
+    open_vocabulary: OpenVocabularyOptions | None = None
 
 
 def make_plan(
@@ -76,16 +86,34 @@ def make_plan(
     preset: str | None = None,
     settings: dict[str, Any] | None = None,
     dataset_options: dict[str, Any] | None = None,
+    open_vocabulary: bool | OpenVocabularyOptions | dict[str, Any] | None = None,
+    clip_model: str | None = None,
+    clip_weights: str | Path | None = None,
+    clip_image_size: int | None = None,
+    clip_exact_reference: bool | None = None,
+    eval_size: int | None = None,
+    open_vocabulary_pamr: bool | None = None,
     **options: Any,
 ) -> EvaluationPlan:
     """Merge a preset with explicit options (explicit ones win) into an :class:`EvaluationPlan`.
 
+    Args:
+        dataset / root / method / preset / settings / dataset_options: see :func:`evaluate_dataset`.
+        open_vocabulary: evaluate with the open-vocabulary protocol (``True``, or its options as a dict or
+            :class:`OpenVocabularyOptions`); implied by an ``*-openvocab`` preset.
+        clip_model / clip_weights / clip_image_size / clip_exact_reference / eval_size / open_vocabulary_pamr:
+            override the open-vocabulary options (``clip_exact_reference`` sets ``exact_reference`` and
+            ``open_vocabulary_pamr`` sets ``pamr``).
+        **options: the other :class:`EvaluationPlan` fields.
+
     Raises:
-        ConfigError: when neither a method nor a preset is given, or they disagree.
+        ConfigError: when neither a method nor a preset is given, they disagree, or open-vocabulary options
+            are given without the open-vocabulary protocol or for a dataset without a vocabulary.
     """
     merged_settings: dict[str, Any] = {}
     merged_options: dict[str, Any] = {}
     protocol = None
+    chosen = None
     if preset is not None:
         chosen = get_preset(preset)
         if method is not None and method != chosen.method:
@@ -101,6 +129,37 @@ def make_plan(
         raise ConfigError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
     if dataset is None:
         raise ConfigError("`dataset` is required when no `preset` is given")
+    overrides = {
+        "clip_model": clip_model,
+        "clip_weights": None if clip_weights is None else str(clip_weights),
+        "clip_image_size": clip_image_size,
+        "exact_reference": clip_exact_reference,
+        "eval_size": eval_size,
+        "pamr": open_vocabulary_pamr,
+    }
+    ov_options = None
+    if protocol == PROTOCOL_NAME or (open_vocabulary is not None and open_vocabulary is not False):
+        if open_vocabulary is False:
+            raise ConfigError(f"`preset` {preset!r} is an open-vocabulary row; `open_vocabulary` cannot be False")
+        if chosen is not None and protocol != PROTOCOL_NAME:
+            raise ConfigError(
+                f"`preset` {preset!r} is an unsupervised protocol row; for open-vocabulary evaluation use one of "
+                "diffcut-voc-openvocab, diffcut-context-openvocab, diffcut-coco-object-openvocab or no preset"
+            )
+        vocabulary_name(dataset)
+        if options.get("baseline"):
+            raise ConfigError("`baseline` cannot be scored with the open-vocabulary protocol (it names no segments)")
+        if options.get("matching", "per-image") != "per-image":
+            raise ConfigError("`matching` does not apply to the open-vocabulary protocol: classes come from CLIP")
+        base = open_vocabulary if isinstance(open_vocabulary, OpenVocabularyOptions | dict) else None
+        ov_options = make_options(chosen.open_vocabulary if chosen and base is None else base, **overrides)
+        merged_settings = {**METHOD_DEFAULTS.get(method, {}), **merged_settings}
+        protocol = PROTOCOL_NAME
+    else:
+        given = [name for name, value in overrides.items() if value is not None]
+        if given:
+            names = ", ".join(f"`{'clip_exact_reference' if n == 'exact_reference' else n}`" for n in given)
+            raise ConfigError(f"{names} apply only to open-vocabulary evaluation; add `open_vocabulary=True`")
     merged_settings.update(settings or {})
     merged_options.update(dataset_options or {})
     return EvaluationPlan(
@@ -111,6 +170,7 @@ def make_plan(
         settings=merged_settings,
         dataset_options=merged_options,
         preset=preset,
+        open_vocabulary=ov_options,
         **options,
     )
 
@@ -127,6 +187,25 @@ def build_segmenter(plan: EvaluationPlan, device: str = "cpu") -> Any:
     return create_segmenter(plan.method, model=plan.model, device=device, **plan.settings)
 
 
+def build_namer(plan: EvaluationPlan, device: str = "cpu") -> Any:
+    """The CLIP namer of an open-vocabulary plan, with its dataset's vocabulary (``zeroseg[clip]``).
+
+    Raises:
+        MissingDependencyError: open_clip is not installed.
+        WeightsNotFoundError: the CLIP weights are neither cached nor downloadable.
+    """
+    from zeroseg.openvocab.naming import SegmentNamer
+
+    options = plan.open_vocabulary or OpenVocabularyOptions()
+    return SegmentNamer(
+        options.clip_model,
+        options.clip_weights,
+        vocabulary=vocabulary_name(plan.dataset),
+        device=device,
+        exact_reference=options.exact_reference,
+    )
+
+
 def run_plan(
     plan: EvaluationPlan,
     *,
@@ -135,14 +214,36 @@ def run_plan(
     progress: ProgressCallback | None = None,
     save_predictions: str | Path | None = None,
     shard: tuple[int, int] | None = None,
+    namer: Any = None,
 ) -> EvaluationReport:
-    """Run one plan (``segmenter`` given: reuse its loaded backbone, with the plan's settings applied)."""
+    """Run one plan (``segmenter`` given: reuse its loaded backbone, with the plan's settings applied;
+    ``namer`` given: reuse that loaded CLIP for an open-vocabulary plan)."""
     dataset = open_dataset(plan)
+    if plan.open_vocabulary is None:
+        namer = None
+    elif namer is None:
+        namer = build_namer(plan, device)  # before the UNet, so a missing CLIP fails fast
     if segmenter is None:
         segmenter = build_segmenter(plan, device)
     elif plan.settings:
         segmenter = segmenter.with_config(**plan.settings)
     cache_root = Path(plan.cache_dir).expanduser() if plan.cache_dir else default_cache_dir()
+    if namer is not None:
+        return evaluate_open_vocabulary(
+            segmenter,
+            dataset,
+            namer,
+            options=plan.open_vocabulary,
+            cache=FeatureCache(cache_root) if plan.use_cache else None,
+            results_dir=cache_root / "runs",
+            restart=not plan.resume,
+            save_predictions=Path(save_predictions) if save_predictions else None,
+            limit=plan.limit,
+            batch_size=plan.batch_size,
+            progress=progress,
+            shard=shard,
+            preset=plan.preset,
+        )
     return evaluate(
         segmenter,
         dataset,
@@ -174,6 +275,7 @@ def evaluate_dataset(
     save_predictions: str | Path | None = None,
     progress: ProgressCallback | None = None,
     segmenter: Any = None,
+    namer: Any = None,
     **options: Any,
 ) -> EvaluationReport:
     """Evaluate a method (or a paper preset) on a dataset folder and optionally write the report files.
@@ -190,8 +292,13 @@ def evaluate_dataset(
         save_predictions: folder for the per-image prediction and ground-truth PNGs.
         progress: called after each image with (done, total, running mIoU).
         segmenter: an already built segmenter to reuse (its backbone is kept; settings are applied).
+        namer: open vocabulary: an already built :class:`~zeroseg.openvocab.SegmentNamer` with the dataset's
+            vocabulary to reuse (its ``exact_reference`` must match ``clip_exact_reference``).
         **options: the other :class:`EvaluationPlan` fields (split, model, baseline, kmeans_k, matching,
-            cache_dir, use_cache, resume, limit, batch_size).
+            cache_dir, use_cache, resume, limit, batch_size) and the open-vocabulary options of
+            :func:`make_plan`: ``open_vocabulary=True`` names segments with CLIP and scores per-image mIoU
+            (DiffCut Tab. 4), with ``clip_model``, ``clip_weights``, ``clip_image_size``,
+            ``clip_exact_reference``, ``eval_size`` and ``open_vocabulary_pamr``.
 
     Returns:
         The report.
@@ -206,7 +313,12 @@ def evaluate_dataset(
         report = run_on_devices(plan, list(devices), progress=progress, save_predictions=save_predictions)
     else:
         report = run_plan(
-            plan, segmenter=segmenter, device=devices[0], progress=progress, save_predictions=save_predictions
+            plan,
+            segmenter=segmenter,
+            namer=namer,
+            device=devices[0],
+            progress=progress,
+            save_predictions=save_predictions,
         )
     if output is not None:
         write_report(report, output)

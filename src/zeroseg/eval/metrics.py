@@ -83,12 +83,10 @@ def image_scores(counts: MatchCounts) -> tuple[float, float]:
     return miou, acc
 
 
-def image_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
-    """Mean IoU of one image whose prediction already holds class ids (no matching).
+def class_overlaps(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class intersection and union of one image whose prediction already holds class ids.
 
-    Mirrors torchmetrics ``JaccardIndex(task="multiclass", average="macro")`` as the DiffCut open-vocabulary
-    evaluation uses it: classes absent from both maps are left out of the mean; ignore pixels (outside
-    ``0..num_classes-1`` in ``gt``) are skipped.
+    Ignore pixels (values outside ``0..num_classes-1`` in ``gt``) are skipped.
 
     Args:
         gt: ``(H, W)`` ground-truth class map.
@@ -96,7 +94,10 @@ def image_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
         num_classes: number of classes N.
 
     Returns:
-        The image's mIoU in [0, 1], NaN if it has no valid pixel.
+        ``(N,)`` int64 intersections and ``(N,)`` int64 unions (pixel counts).
+
+    Raises:
+        ConfigError: the maps differ in size, or ``pred`` holds a value outside the classes.
     """
     gt = np.asarray(gt).reshape(-1).astype(np.int64)
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
@@ -107,8 +108,28 @@ def image_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
         raise ConfigError(f"`pred` must hold class ids in 0..{num_classes - 1}, got {pred.min()}..{pred.max()}")
     hist = np.bincount(num_classes * gt + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
-    inter = np.diag(hist).astype(np.float64)
-    union = hist.sum(0) + hist.sum(1) - inter
+    inter = np.diag(hist).astype(np.int64)
+    union = (hist.sum(0) + hist.sum(1) - inter).astype(np.int64)
+    return inter, union
+
+
+def image_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Mean IoU of one image whose prediction already holds class ids (no matching).
+
+    Mirrors torchmetrics ``JaccardIndex(task="multiclass", average="macro")`` as the DiffCut open-vocabulary
+    evaluation uses it: a class absent from both maps (union 0) gets weight 0, i.e. is left out of the mean;
+    a class only predicted, or only in the ground truth, counts with IoU 0. Ignore pixels (outside
+    ``0..num_classes-1`` in ``gt``) are skipped.
+
+    Args:
+        gt: ``(H, W)`` ground-truth class map.
+        pred: ``(H, W)`` predicted class map, values in ``0..num_classes-1``.
+        num_classes: number of classes N.
+
+    Returns:
+        The image's mIoU in [0, 1], NaN if it has no valid pixel.
+    """
+    inter, union = class_overlaps(gt, pred, num_classes)
     present = union > 0
     return float((inter[present] / union[present]).mean()) if present.any() else math.nan
 

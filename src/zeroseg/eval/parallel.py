@@ -117,7 +117,12 @@ def merge_shards(plan: Any, reports: dict[int, dict[str, Any]], elapsed: float) 
     records = ResultsLog(cache_root / "runs", first["run_id"]).read()
     samples = list(dataset)[: plan.limit] if plan.limit else list(dataset)
     ordered = [records[s.id] for s in samples if s.id in records]
-    summary = summarize(ordered, dataset, plan.matching)
+    if plan.open_vocabulary is not None:
+        from zeroseg.eval.open_vocabulary import summarize as summarize_open_vocabulary
+
+        summary = summarize_open_vocabulary(ordered, first["open_vocabulary"]["class_names"])
+    else:
+        summary = summarize(ordered, dataset, plan.matching)
     timing = {key: sum((r["timing"].get(key) or 0) for r in reports.values()) for key in first["timing"]}
     timing["seconds"] = elapsed
     timing["images_per_second"] = len(ordered) / elapsed if elapsed > 0 else None
@@ -130,6 +135,7 @@ def merge_shards(plan: Any, reports: dict[int, dict[str, Any]], elapsed: float) 
         "protocol",
         "baseline",
         "matching",
+        "open_vocabulary",
         "preset",
         "run_id",
     )

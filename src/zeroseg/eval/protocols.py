@@ -5,6 +5,8 @@
 - DiffCut (``eval_diffcut.py``, ``dataloader/iterator.py``): centre square crop of side min(H, W) - 1; image
   bilinear to 1024; labels ``nearest-exact`` to 1024 then ``nearest`` to 128; evaluation at 128; background
   merge, then PAMR on the image bilinearly downsampled to 128.
+- Open vocabulary (DiffCut ``eval_diffcut_openvoc.py``): the method's own crop and input size, segments and
+  labels at 1024, classes from CLIP, per-image IoU; see :mod:`zeroseg.eval.open_vocabulary`.
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ class Preset:
         protocol: protocol name.
         settings: method settings passed to ``create_segmenter``.
         dataset_options: options of the dataset loader (e.g. the official label quirks).
+        open_vocabulary: for ``protocol="open-vocabulary"``, the
+            :class:`~zeroseg.eval.open_vocabulary.OpenVocabularyOptions` fields it sets.
         reported: the published numbers (percent), for comparison in reports.
         source: where the setting and numbers come from.
     """
@@ -148,6 +152,7 @@ class Preset:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     reported: dict[str, float] = field(default_factory=dict)
     source: str = ""
+    open_vocabulary: dict[str, Any] | None = None
 
 
 _DIFFCUT_PAMR = {"tau": 0.5, "alpha": 10, "pamr": True, "pamr_iters": 10, "pamr_dilations": (1, 2, 4, 8)}
@@ -160,6 +165,15 @@ _DIFFCUT_TABLE = {
     "cityscapes-27": ({}, 30.6, 28.4),
     "ade20k": ({"exact_reference": True}, 44.3, 42.4),
 }
+_OPEN_VOCABULARY_TABLE = {
+    # dataset: (dataset options, per-image mIoU (Tab. 4))
+    "voc": ({"exact_reference": True}, 63.0),
+    "context": ({}, 24.6),
+    "coco-object": ({}, 36.0),
+}
+_OPEN_VOCABULARY_SETTINGS = {
+    "tau": 0.5, "alpha": 10, "pamr": True, "pamr_iters": 15, "pamr_dilations": (1, 2, 4, 8, 12, 24, 32, 64),
+}  # fmt: skip
 _SHORT = {"coco-stuff-27": "coco", "cityscapes-27": "cityscapes", "coco-object": "coco-object"}
 
 
@@ -201,6 +215,18 @@ def _build_presets() -> dict[str, Preset]:
             dataset_options=dict(options),
             reported={"miou": without_pamr},
             source="DiffCut paper Tab. 2/5 (SSD-1B, tau 0.5, alpha 10, without PAMR)",
+        )
+    for dataset, (options, reported) in _OPEN_VOCABULARY_TABLE.items():
+        presets[f"diffcut-{dataset}-openvocab"] = Preset(
+            method="diffcut",
+            dataset=dataset,
+            protocol="open-vocabulary",
+            settings=dict(_OPEN_VOCABULARY_SETTINGS),
+            dataset_options=dict(options),
+            reported={"miou": reported},
+            source="DiffCut paper Tab. 4; eval_diffcut_openvoc.py (SSD-1B, tau 0.5, alpha 10, segments at 1024, "
+            "PAMR 15 iterations, CLIP convnext_large_d_320 without mean/std normalisation, per-image mIoU)",
+            open_vocabulary={"exact_reference": True},
         )
     return presets
 

@@ -48,10 +48,12 @@ class EvaluationReport:
         dataset: dataset settings (name, root, split, label options).
         settings: method settings (``config.to_dict()``).
         capture: the capture key (model, image size, timestep, seed, dtype).
-        protocol: protocol settings.
+        protocol: protocol settings; the string ``"open-vocabulary"`` for open-vocabulary runs (whose settings
+            are in :attr:`open_vocabulary`).
         annotators: multi-annotator datasets: the mean and best over annotators.
         baseline: baseline settings when a baseline was scored.
-        matching: ``per-image`` or ``dataset``.
+        matching: ``per-image`` or ``dataset`` (``open-vocabulary``: classes come from CLIP, no matching).
+        open_vocabulary: open-vocabulary runs: CLIP model, vocabulary, sizes, PAMR and metric settings.
         preset: preset name, if any.
         run_id: hash of every setting of the run (names its resumable results log).
         timing: seconds, images per second, capture vs clustering time.
@@ -67,10 +69,11 @@ class EvaluationReport:
     dataset: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     capture: dict[str, Any] = field(default_factory=dict)
-    protocol: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] | str = field(default_factory=dict)
     annotators: dict[str, Any] | None = None
     baseline: dict[str, Any] | None = None
     matching: str = "per-image"
+    open_vocabulary: dict[str, Any] | None = None
     preset: str | None = None
     run_id: str = ""
     timing: dict[str, Any] = field(default_factory=dict)
@@ -84,6 +87,8 @@ class EvaluationReport:
     def headline(self) -> str:
         """One line with the main numbers, in percent."""
         name = self.baseline["name"] if self.baseline else self.method
+        if self.open_vocabulary is not None:
+            name += " + CLIP (open-vocabulary, per-image mIoU)"
         return (
             f"{self.dataset.get('dataset', '?')} ({self.dataset.get('split', '?')}), {name}: "
             f"mIoU {_percent(self.miou)}, pixel accuracy {_percent(self.pixel_accuracy)} "
@@ -124,7 +129,10 @@ class EvaluationReport:
                 lines.append(f"| pixel accuracy ({which} over annotators) | {_percent(stats.get('pixel_accuracy'))} |")
         lines += ["", f"Images: {self.num_images}. Matching: {self.matching}. zeroseg {self.version}.", ""]
         lines += ["| setting | value |", "|---|---|"]
-        for key, value in {**self.settings, **({"baseline": self.baseline} if self.baseline else {})}.items():
+        extra = {"baseline": self.baseline} if self.baseline else {}
+        if self.open_vocabulary is not None:
+            extra = {f"open_vocabulary.{k}": v for k, v in self.open_vocabulary.items()}
+        for key, value in {**self.settings, **extra}.items():
             lines.append(f"| {key} | {value} |")
         if self.per_class_iou:
             lines += ["", "| class | IoU (%) |", "|---|---|"]

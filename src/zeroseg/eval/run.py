@@ -108,7 +108,9 @@ class ResultsLog:
 
 
 @dataclass
-class _Timing:
+class RunTiming:
+    """Seconds spent and images handled by one run (the report's ``timing``)."""
+
     capture_s: float = 0.0
     cluster_s: float = 0.0
     captured: int = 0
@@ -170,7 +172,8 @@ def _png(array: np.ndarray, path: Path) -> None:
     write_atomic(path, lambda handle: img.save(handle, format="PNG"))
 
 
-def _save_predictions(folder: Path, sample: Sample, pred: np.ndarray, gts: list[np.ndarray]) -> None:
+def save_prediction_pngs(folder: Path, sample: Sample, pred: np.ndarray, gts: list[np.ndarray]) -> None:
+    """Write ``<id>.png`` (the prediction) and ``<id>_gt.png`` (``_gt_<i>`` per annotator; ignore = 255)."""
     folder.mkdir(parents=True, exist_ok=True)
     _png(pred, folder / f"{sample.id}.png")
     for index, gt in enumerate(gts):
@@ -265,6 +268,46 @@ def _running_miou(accumulator: IoUAccumulator | None, values: list[float]) -> fl
     return nanmean(np.array(values)) if values else math.nan
 
 
+def load_captures(
+    segmenter: Segmenter,
+    batch: Sequence[Sample],
+    images: Sequence[torch.Tensor],
+    *,
+    cache: FeatureCache | None,
+    cache_key: dict[str, Any],
+    timing: RunTiming,
+) -> list[dict[str, torch.Tensor]]:
+    """The UNet captures of a batch: from the cache when stored, else one backbone pass over the missing ones.
+
+    Args:
+        segmenter: the segmenter whose backbone runs.
+        batch: the batch's samples.
+        images: their ``(3, S, S)`` prepared images, same order.
+        cache: the feature cache (``None``: capture every image).
+        cache_key: the run's capture key (:func:`capture_cache_key`).
+        timing: counters updated with capture time and cache hits.
+
+    Returns:
+        One capture per sample, in order.
+    """
+    captures: list[dict[str, torch.Tensor] | None] = [
+        cache.get(cache_key, s.id, source=s.image_path) if cache is not None else None for s in batch
+    ]
+    missing = [i for i, c in enumerate(captures) if c is None]
+    if missing:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            fresh = segmenter.capture(torch.stack([images[i] for i in missing]))
+        timing.capture_s += time.perf_counter() - t0
+        timing.captured += len(missing)
+        for i, capture in zip(missing, fresh, strict=True):
+            captures[i] = capture
+            if cache is not None:
+                cache.put(cache_key, batch[i].id, capture, source=batch[i].image_path)
+    timing.cached += len(batch) - len(missing)
+    return [c for c in captures if c is not None]
+
+
 def evaluate(
     segmenter: Segmenter,
     dataset: SegmentationDataset,
@@ -347,28 +390,13 @@ def evaluate(
     cache_key = settings["capture"]
     config = segmenter.config
     use_pamr = bool(getattr(config, "pamr", False))
-    timing = _Timing()
+    timing = RunTiming()
     start = time.perf_counter()
     for batch_start in range(0, len(pending), batch_size):
         batch = pending[batch_start : batch_start + batch_size]
         images = [prepare_image(dataset.load_image(s), protocol, input_side) for s in batch]
-        captures: list[dict[str, torch.Tensor] | None] = [
-            cache.get(cache_key, s.id, source=s.image_path) if cache is not None else None for s in batch
-        ]
-        missing = [i for i, c in enumerate(captures) if c is None]
-        if missing:
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                fresh = segmenter.capture(torch.stack([images[i] for i in missing]))
-            timing.capture_s += time.perf_counter() - t0
-            timing.captured += len(missing)
-            for i, capture in zip(missing, fresh, strict=True):
-                captures[i] = capture
-                if cache is not None:
-                    cache.put(cache_key, batch[i].id, capture, source=batch[i].image_path)
-        timing.cached += len(batch) - len(missing)
+        captures = load_captures(segmenter, batch, images, cache=cache, cache_key=cache_key, timing=timing)
         for sample, image, capture in zip(batch, images, captures, strict=True):
-            assert capture is not None
             t0 = time.perf_counter()
             gts = [prepare_labels(gt, protocol, input_side, eval_side) for gt in dataset.load_labels(sample)]
             pred = _predict(segmenter, capture, image, gts, dataset, protocol, baseline, eval_side, use_pamr)
@@ -379,7 +407,7 @@ def evaluate(
             if log is not None:
                 log.append(record)
             if save_predictions is not None:
-                _save_predictions(Path(save_predictions), sample, pred, gts)
+                save_prediction_pngs(Path(save_predictions), sample, pred, gts)
             if running is not None:
                 running.add(_as_counts(record["counts"][0]))
             else:
