@@ -75,6 +75,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     rows: list[tuple[str, float, str]] = []
+
+    def report(name: str, seconds: float, note: str = "") -> None:
+        rows.append((name, seconds, note))
+        print(f"  {name}: {seconds:.3f} s {note}", flush=True)
+
     layer_name = ""
 
     with torch.inference_mode():
@@ -85,8 +90,8 @@ def main() -> None:
             cond = _conditioning("sd14", 1, 512, dtype, device)
             plain = _best(lambda: _run_unet(backbone, latents, 300, cond), args.repeats, device)
             captured = _best(lambda: capture_self_attention(backbone, latents, 300, cond), args.repeats, device)
-            rows.append(("sd14 512 plain forward (SDPA)", plain, ""))
-            rows.append(("sd14 512 attention capture, 16 layers", captured, f"{captured / plain - 1:+.0%} vs plain"))
+            report("sd14 512 plain forward (SDPA)", plain)
+            report("sd14 512 attention capture, 16 layers", captured, f"{captured / plain - 1:+.0%} vs plain")
             del unet, backbone
             gc.collect()
 
@@ -101,10 +106,8 @@ def main() -> None:
                 early = _best(lambda: capture_features(backbone, latents, 50, cond), args.repeats, device)
                 hooked = capture_features(backbone, latents, 50, cond, early_exit=False)
                 same = torch.equal(hooked, capture_features(backbone, latents, 50, cond))
-                rows.append((f"sdxl {size} full forward", full, ""))
-                rows.append(
-                    (f"sdxl {size} encoder-only features", early, f"{full / early:.2f}x faster; identical: {same}")
-                )
+                report(f"sdxl {size} full forward", full)
+                report(f"sdxl {size} encoder-only features", early, f"{full / early:.2f}x faster; identical: {same}")
             del unet, backbone
             gc.collect()
 

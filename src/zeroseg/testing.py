@@ -177,7 +177,8 @@ def real_architecture_unet(name: str, *, dtype: torch.dtype = torch.float32, see
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
-    return UNet2DConditionModel(**UNET_ARCHITECTURES[name]).to(dtype).eval().requires_grad_(False)
+    unet = UNet2DConditionModel(**UNET_ARCHITECTURES[name]).eval().requires_grad_(False)
+    return unet if dtype == torch.float32 else unet.to(dtype)
 
 
 def _write_tokenizer(folder: Path) -> dict[str, int]:
