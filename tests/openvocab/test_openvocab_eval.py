@@ -119,6 +119,30 @@ def test_summary_averages_images_not_pixels():
     assert summary["pixel_accuracy"] == pytest.approx(17 / 18) and summary["num_images"] == 2
 
 
+def test_forced_pamr_refines_upsampled_segments_of_methods_without_their_own():
+    import torch
+
+    from zeroseg.eval.open_vocabulary import _segment
+    from zeroseg.refine.pamr import refine_labels
+
+    class Blocky:  # a segmenter whose config has no `pamr` field (as DiffSeg)
+        config = object()
+
+        def segment_capture(self, capture, *, output_size, image=None):
+            labels = torch.zeros(output_size, dtype=torch.long)
+            labels[:, output_size[1] // 2 - 1 :] = 1  # the boundary one column left of the image's edge
+            return labels
+
+    image = torch.zeros(3, 16, 16)
+    image[:, :, 8:] = 1.0
+    plain = _segment(Blocky(), {}, image, mask_side=8, eval_size=16, extra_pamr=False)
+    assert plain.shape == (16, 16) and plain[0].tolist() == [0] * 6 + [1] * 10
+    refined = _segment(Blocky(), {}, image, mask_side=8, eval_size=16, extra_pamr=True)
+    expected = refine_labels(plain, image, num_iter=15, dilations=(1, 2, 4, 8, 12, 24, 32, 64))
+    assert torch.equal(refined, expected)
+    assert refined[0].tolist() == [0] * 8 + [1] * 8  # the boundary moved onto the image's edge
+
+
 def test_presets_reproduce_table_4():
     expected = {"voc": 63.0, "context": 24.6, "coco-object": 36.0}
     for dataset, miou in expected.items():

@@ -186,7 +186,7 @@ OpenVocabularyOpt = Annotated[
     typer.Option(
         "--open-vocabulary",
         help="Name each segment with CLIP and score per-image mIoU (DiffCut Tab. 4; voc, context, coco-object). "
-        "Needs zeroseg[clip].",
+        "Needs the clip extra (open_clip).",
     ),
 ]
 ClipModelOpt = Annotated[

@@ -4,8 +4,8 @@ Per image (spec §4): the image is the 1024² centre crop in [0, 1]; segments ar
 official code adds 1 to the ids and refines them with PAMR first; ids do not matter here); every segment
 is named with CLIP, fed the 1024² image (COCO-Object: bilinearly upsampled to 2048²); every pixel gets its
 segment's class. The ground truth is resized to 1024² with nearest-exact and shifted by +1 so that
-background (-1) becomes class 0. The metric is multiclass IoU per image, averaged over images (written by
-the evaluation harness).
+background (-1) becomes class 0. The metric is multiclass IoU per image, averaged over images; the run
+over a dataset (``zeroseg evaluate --open-vocabulary``) is :mod:`zeroseg.eval.open_vocabulary`.
 
 References:
     DiffCut (Couairon et al., NeurIPS 2024), Tab. 4 and official ``eval_diffcut_openvoc.py``.
