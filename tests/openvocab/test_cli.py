@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 from PIL import Image
-from tests.openvocab.conftest import TINY_MODEL_NAME
 from typer.testing import CliRunner
 
 from zeroseg.cli.app import app
 from zeroseg.openvocab import decode_rle
+
+from .conftest import TINY_MODEL_NAME
 
 runner = CliRunner()
 

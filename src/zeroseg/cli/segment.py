@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from zeroseg.errors import ConfigError, ZeroSegError
 
@@ -115,7 +116,7 @@ class RunSummary:
 
     def fail(self, line: str) -> None:
         self.failures.append(line)
-        _err.print(f"[red]error:[/red] {line}", soft_wrap=True)
+        _err.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
 
 
 def segment_command(
@@ -217,7 +218,7 @@ def segment_command(
         str | None,
         typer.Option(
             help="Name every segment from these classes, comma separated; '|' separates synonyms "
-            '("cat,dog,sky|clouds"). Writes <name>.json and <name>_labelled.jpg. Needs zeroseg[clip].',
+            '("cat,dog,sky|clouds"). Writes <name>.json and <name>_labelled.jpg. Needs the clip extra.',
             show_default=False,
         ),
     ] = None,
@@ -290,7 +291,7 @@ def segment_command(
             overlay=overlay,
         )
     except ZeroSegError as exc:
-        _err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        _err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
     if summary.failures:
         raise typer.Exit(1)
@@ -533,7 +534,7 @@ def _summary_line(summary: RunSummary, folder: Path, elapsed: float) -> str:
     if summary.failures:
         parts.append(f"{len(summary.failures)} failed")
     colour = "red" if summary.failures else "green"
-    return f"[{colour}]{', '.join(parts)}[/{colour}] in {elapsed:.1f} s -> {folder}"
+    return f"[{colour}]{', '.join(parts)}[/{colour}] in {elapsed:.1f} s -> {escape(str(folder))}"
 
 
 def register(app: typer.Typer) -> None:
