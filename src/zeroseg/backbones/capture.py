@@ -16,6 +16,10 @@ import torch
 
 from zeroseg.backbones.loading import Backbone
 
+# Elements of one block of attention scores (heads x query rows x keys): about 8 MiB on CPU, to stay in the
+# last-level cache; far larger on CUDA, where bigger kernels are faster.
+BLOCK_ELEMENTS = {False: 1 << 21, True: 1 << 27}
+
 
 class _StopForward(Exception):
     """Raised inside the UNet once everything needed is captured, to skip the rest of the forward pass."""
@@ -79,31 +83,35 @@ def feature_layer(unet: Any) -> tuple[str, Any]:
 
 
 class _AttentionAccumulator:
-    """Running mean of head-averaged attention probabilities per grid side (never one map per layer)."""
+    """Running sum of head-averaged attention probabilities per grid side (never one map per layer)."""
 
     def __init__(self, expected: int):
         self.sums: dict[int, torch.Tensor] = {}
         self.counts: dict[int, int] = {}
         self.remaining = expected
 
-    def add(self, side: int, probs: torch.Tensor) -> None:
-        if side in self.sums:
-            self.sums[side] += probs
-        else:
-            self.sums[side] = probs
+    def buffer(self, side: int, batch: int, device: torch.device) -> torch.Tensor:
+        """The ``(B, side^2, side^2)`` float32 sum that a layer of this side adds its head mean to."""
+        if side not in self.sums:
+            tokens = side * side
+            self.sums[side] = torch.zeros(batch, tokens, tokens, dtype=torch.float32, device=device)
+        return self.sums[side]
+
+    def done(self, side: int) -> None:
         self.counts[side] = self.counts.get(side, 0) + 1
         self.remaining -= 1
 
     def means(self) -> dict[int, torch.Tensor]:
-        return {side: total / self.counts[side] for side, total in self.sums.items()}
+        return {side: total.div_(self.counts[side]) for side, total in self.sums.items()}
 
 
 class AttentionProbabilityRecorder:
     """Attention processor that computes self-attention explicitly and records its probabilities.
 
-    It produces the same output as diffusers' processors (softmax(QK^T * scale) V, then the output projection),
-    one head at a time so that only one ``(B, N, N)`` probability map per head is alive, and adds the head mean
-    to the accumulator. Probabilities are formed in float32 whatever the UNet's dtype.
+    It produces the same output as diffusers' processors (softmax(QK^T * scale) V, then the output projection)
+    in blocks of query rows covering all heads, and adds each block's head mean to the running sum of its grid
+    side, so no full ``(N, N)`` map per head or per layer ever exists. Probabilities are formed in float32
+    whatever the UNet's dtype.
     """
 
     def __init__(self, side: int, accumulator: _AttentionAccumulator, stop_when_done: bool):
@@ -144,15 +152,19 @@ class AttentionProbabilityRecorder:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
         out = torch.empty_like(query)
-        mean = torch.zeros(batch, tokens, tokens, dtype=torch.float32, device=query.device)
-        for h in range(heads):
-            scores = torch.matmul(query[:, h].float(), key[:, h].float().transpose(-1, -2)).mul_(attn.scale)
-            probs = scores.softmax(dim=-1)
-            del scores
-            out[:, h] = torch.matmul(probs.to(value.dtype), value[:, h])
-            mean.add_(probs)
-            del probs
-        mean.div_(heads)
+        total = self.accumulator.buffer(self.side, batch, query.device)
+        # Blocks of query rows for all heads at once, sized to stay in cache: scores, softmax, the value product
+        # and the head mean then run on cached data, and each layer touches its (N, N) sum only once.
+        rows = max(1, BLOCK_ELEMENTS[query.device.type == "cuda"] // (heads * tokens))
+        for b in range(batch):
+            keys = key[b].float().transpose(-1, -2)
+            queries = query[b].float() * attn.scale
+            for start in range(0, tokens, rows):
+                stop = min(tokens, start + rows)
+                probs = torch.matmul(queries[:, start:stop], keys).softmax(dim=-1)
+                out[b, :, start:stop] = torch.matmul(probs.to(value.dtype), value[b])
+                total[b, start:stop] += probs.sum(dim=0).mul_(1.0 / heads)
+                del probs
         hidden_states = out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if input_ndim == 4:
@@ -160,7 +172,7 @@ class AttentionProbabilityRecorder:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         hidden_states = hidden_states / attn.rescale_output_factor
-        self.accumulator.add(self.side, mean)
+        self.accumulator.done(self.side)
         if self.stop_when_done and self.accumulator.remaining == 0:
             raise _StopForward
         return hidden_states
