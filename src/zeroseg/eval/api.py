@@ -228,37 +228,26 @@ def run_plan(
     elif plan.settings:
         segmenter = segmenter.with_config(**plan.settings)
     cache_root = Path(plan.cache_dir).expanduser() if plan.cache_dir else default_cache_dir()
+    common: dict[str, Any] = {
+        "cache": FeatureCache(cache_root) if plan.use_cache else None,
+        "results_dir": cache_root / "runs",
+        "restart": not plan.resume,
+        "save_predictions": Path(save_predictions) if save_predictions else None,
+        "limit": plan.limit,
+        "batch_size": plan.batch_size,
+        "progress": progress,
+        "shard": shard,
+        "preset": plan.preset,
+    }
     if namer is not None:
-        return evaluate_open_vocabulary(
-            segmenter,
-            dataset,
-            namer,
-            options=plan.open_vocabulary,
-            cache=FeatureCache(cache_root) if plan.use_cache else None,
-            results_dir=cache_root / "runs",
-            restart=not plan.resume,
-            save_predictions=Path(save_predictions) if save_predictions else None,
-            limit=plan.limit,
-            batch_size=plan.batch_size,
-            progress=progress,
-            shard=shard,
-            preset=plan.preset,
-        )
+        return evaluate_open_vocabulary(segmenter, dataset, namer, options=plan.open_vocabulary, **common)
     return evaluate(
         segmenter,
         dataset,
         protocol=get_protocol(plan.protocol or plan.method),
         baseline=Baseline(plan.baseline, k=plan.kmeans_k) if plan.baseline else None,
         matching=plan.matching,
-        cache=FeatureCache(cache_root) if plan.use_cache else None,
-        results_dir=cache_root / "runs",
-        restart=not plan.resume,
-        save_predictions=Path(save_predictions) if save_predictions else None,
-        limit=plan.limit,
-        batch_size=plan.batch_size,
-        progress=progress,
-        shard=shard,
-        preset=plan.preset,
+        **common,
     )
 
 

@@ -46,11 +46,11 @@ from zeroseg.eval.run import (
     ResultsLog,
     RunTiming,
     Segmenter,
-    capture_cache_key,
     load_captures,
     method_settings,
     save_prediction_pngs,
 )
+from zeroseg.eval.run import run_settings as unsupervised_run_settings
 
 logger = logging.getLogger(__name__)
 
@@ -295,14 +295,9 @@ def run_settings(
     segmenter: Segmenter, dataset: SegmentationDataset, protocol: Protocol, options: OpenVocabularyOptions
 ) -> dict[str, Any]:
     """Everything that determines the scores of an open-vocabulary run (its hash names the results log)."""
-    return {
-        "capture": capture_cache_key(segmenter, protocol, dataset),
-        "method": segmenter.method,
-        "config": method_settings(segmenter),
-        "dataset": dataset.settings(),
-        "protocol": protocol.to_dict(),
-        "open_vocabulary": {**options.to_dict(), "clip_weights": _weights_identity(options.clip_weights)},
-    }
+    settings = unsupervised_run_settings(segmenter, dataset, protocol, None, "open-vocabulary")
+    settings["open_vocabulary"] = {**options.to_dict(), "clip_weights": _weights_identity(options.clip_weights)}
+    return settings
 
 
 def _segment(
