@@ -102,8 +102,8 @@ def main() -> None:
             for size in (int(s) for s in args.sizes.split(",")):
                 latents = torch.randn(1, 4, size // 8, size // 8, dtype=dtype, device=device)
                 cond = _conditioning("sdxl", 1, size, dtype, device)
-                full = _best(lambda: _run_unet(backbone, latents, 50, cond), args.repeats, device)
-                early = _best(lambda: capture_features(backbone, latents, 50, cond), args.repeats, device)
+                full = _best(lambda x=latents, c=cond: _run_unet(backbone, x, 50, c), args.repeats, device)
+                early = _best(lambda x=latents, c=cond: capture_features(backbone, x, 50, c), args.repeats, device)
                 hooked = capture_features(backbone, latents, 50, cond, early_exit=False)
                 same = torch.equal(hooked, capture_features(backbone, latents, 50, cond))
                 report(f"sdxl {size} full forward", full)

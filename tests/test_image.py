@@ -263,9 +263,7 @@ def test_max_pixels_is_overridable(workdir: Path) -> None:
     assert load_image("a.png", max_pixels=2000).size == (50, 40)
 
 
-def test_pil_bomb_limit_is_caught_and_warning_does_not_leak(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pil_bomb_limit_is_caught_and_warning_does_not_leak(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Image.fromarray(noise(40, 50)).save("a.png")  # 2000 px
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)  # PIL would warn (> 1500), not refuse (< 3000)
     assert load_image("a.png").size == (50, 40)  # pytest turns leaked warnings into errors

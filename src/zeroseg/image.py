@@ -154,9 +154,7 @@ def center_crop(x: torch.Tensor, side: int | None = None) -> torch.Tensor:
     if side is None:
         side = shortest
     if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= shortest:
-        raise ConfigError(
-            f"`side` must be an integer in 1..{shortest} for a {height}x{width} input, got {side!r}"
-        )
+        raise ConfigError(f"`side` must be an integer in 1..{shortest} for a {height}x{width} input, got {side!r}")
     top, left = (height - side) // 2, (width - side) // 2
     return x[..., top : top + side, left : left + side]
 
@@ -308,9 +306,7 @@ def _tensor_to_hwc(tensor: torch.Tensor) -> np.ndarray:
     if x.ndim == 3 and x.shape[0] in (1, 3, 4):
         x = x.permute(1, 2, 0)
     elif not (x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3, 4))):
-        raise ImageError(
-            f"<tensor>: shape {tuple(tensor.shape)} is not an image; expected (3, H, W) or (H, W, 3)"
-        )
+        raise ImageError(f"<tensor>: shape {tuple(tensor.shape)} is not an image; expected (3, H, W) or (H, W, 3)")
     if x.dtype == torch.bfloat16 or x.dtype == torch.float16:
         x = x.float()
     return x.contiguous().numpy()
@@ -353,8 +349,7 @@ def _scale_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
         low, high = int(array.min()), int(array.max())
         if low < 0 or high > 255:
             raise ImageError(
-                f"{name}: {dtype} values {low}..{high} are outside 0..255 "
-                "(use uint8, uint16 or float in [0, 1])"
+                f"{name}: {dtype} values {low}..{high} are outside 0..255 (use uint8, uint16 or float in [0, 1])"
             )
         return array.astype(np.uint8)
     raise ImageError(f"{name}: unsupported dtype {dtype} (use uint8, uint16 or float in [0, 1])")

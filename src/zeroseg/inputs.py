@@ -91,9 +91,7 @@ def _list_folder(folder: Path, *, recursive: bool) -> tuple[list[Path], str | No
     problems: list[str] = []
 
     def on_error(exc: OSError) -> None:
-        problems.append(
-            f"{exc.filename or folder}: cannot list the folder ({(exc.strerror or str(exc)).lower()})"
-        )
+        problems.append(f"{exc.filename or folder}: cannot list the folder ({(exc.strerror or str(exc)).lower()})")
 
     images: list[Path] = []
     for root, dirs, names in os.walk(folder, onerror=on_error):

@@ -277,9 +277,7 @@ def find_boundaries(labels: np.ndarray) -> np.ndarray:
     return marked
 
 
-def make_overlay(
-    image: Image.Image, labels: np.ndarray, *, alpha: float = 0.5, boundaries: bool = True
-) -> Image.Image:
+def make_overlay(image: Image.Image, labels: np.ndarray, *, alpha: float = 0.5, boundaries: bool = True) -> Image.Image:
     """Blend the :func:`palette` colours of ``labels`` over ``image`` and draw the segment boundaries.
 
     ``out = (1 - alpha) * image + alpha * colour``. Boundaries (:func:`find_boundaries`) are drawn in black

@@ -132,18 +132,18 @@ def make_tiny_model(path: str | Path, family: str = "sd", *, seed: int = 0) -> P
     ).save_pretrained(root / "vae")
     DDIMScheduler(**_SCHEDULER).save_pretrained(root / "scheduler")
     vocab = _write_tokenizer(root / "tokenizer")
-    text_config = dict(
-        vocab_size=len(vocab),
-        hidden_size=8,
-        intermediate_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=vocab["<|endoftext|>"],
-        pad_token_id=vocab["<|endoftext|>"],
-        projection_dim=8,
-    )
+    text_config = {
+        "vocab_size": len(vocab),
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 77,
+        "bos_token_id": vocab["<|startoftext|>"],
+        "eos_token_id": vocab["<|endoftext|>"],
+        "pad_token_id": vocab["<|endoftext|>"],
+        "projection_dim": 8,
+    }
     CLIPTextModel(CLIPTextConfig(**text_config)).save_pretrained(root / "text_encoder")
     components: dict[str, list[str]] = {
         "unet": ["diffusers", "UNet2DConditionModel"],
