@@ -243,3 +243,8 @@ def test_help_does_not_import_torch():
 def test_version_and_models():
     assert _run("--version").output.startswith("zeroseg ")
     assert "segmind/SSD-1B" in _run("models").output
+
+
+def test_setting_errors_name_the_flag(tmp_path):
+    result = _run("segment", str(tmp_path), "--size", "100")
+    assert result.exit_code == 1 and "`--size` must be a multiple of 64" in result.output

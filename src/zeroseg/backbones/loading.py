@@ -198,6 +198,9 @@ def _quiet_loading() -> Iterator[None]:
     import diffusers.utils.logging as diffusers_logging
     import transformers.utils.logging as transformers_logging
 
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     saved = (
         diffusers_logging.get_verbosity(),
         transformers_logging.get_verbosity(),
@@ -213,6 +216,7 @@ def _quiet_loading() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
+        hub_logger.setLevel(hub_level)
         diffusers_logging.set_verbosity(saved[0])
         transformers_logging.set_verbosity(saved[1])
         if saved[2]:

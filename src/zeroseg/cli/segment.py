@@ -106,6 +106,13 @@ def method_settings(method: str, given: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def with_flag_names(message: str, method: str) -> str:
+    """Speak of command-line flags rather than config fields in an error (image_size -> --size)."""
+    for option, field_name in METHOD_OPTIONS[method].items():
+        message = message.replace(f"`{field_name}`", "`--" + option.replace("_", "-") + "`")
+    return message
+
+
 @dataclass
 class RunSummary:
     """What happened to each input, for the closing line and the exit code."""
@@ -291,7 +298,7 @@ def segment_command(
             overlay=overlay,
         )
     except ZeroSegError as exc:
-        _err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        _err.print(f"[red]error:[/red] {escape(with_flag_names(str(exc), method.value))}", soft_wrap=True)
         raise typer.Exit(1) from None
     if summary.failures:
         raise typer.Exit(1)
