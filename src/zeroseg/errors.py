@@ -31,6 +31,12 @@ class DatasetError(ZeroSegError, FileNotFoundError):
     """A dataset root is missing or not in the expected layout."""
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace collapsed, at most ``limit`` characters)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def require(module: str, extra: str, feature: str):  # noqa: ANN201 - returns a module
     """Import an optional dependency or raise :class:`MissingDependencyError` naming the extra to install."""
     import importlib

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import warnings
 import zlib
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from zeroseg.errors import ConfigError, ImageError
+from zeroseg.errors import ConfigError, ImageError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ def _open_header(fp: Any, name: str, *, max_pixels: int | None) -> Image.Image:
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(exc)})") from None
+        raise ImageError(f"{name}: truncated or corrupt image data ({one_line(exc)})") from None
 
 
 def _check_size(name: str, size: tuple[int, int], *, max_pixels: int | None, min_side: int) -> None:
@@ -235,7 +234,7 @@ def _decode(image: Image.Image, name: str) -> Image.Image:
             try:
                 image = ImageOps.exif_transpose(image)
             except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not lose the pixels
-                logger.warning("%s: EXIF orientation ignored (%s)", name, _one_line(exc))
+                logger.warning("%s: EXIF orientation ignored (%s)", name, one_line(exc))
             rgb = _to_rgb(image, name)
         except ImageError:
             raise
@@ -244,7 +243,7 @@ def _decode(image: Image.Image, name: str) -> Image.Image:
         except MemoryError:
             raise ImageError(f"{name}: not enough memory to decode the image") from None
         except _DECODE_ERRORS as exc:
-            raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(exc)})") from None
+            raise ImageError(f"{name}: truncated or corrupt image data ({one_line(exc)})") from None
     for warning in caught:
         logger.debug("%s: %s", name, warning.message)
     return rgb
@@ -353,8 +352,3 @@ def _scale_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
             )
         return array.astype(np.uint8)
     raise ImageError(f"{name}: unsupported dtype {dtype} (use uint8, uint16 or float in [0, 1])")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return re.sub(r"\s+", " ", text)

@@ -143,6 +143,10 @@ class Segmenter(ABC):
     ) -> torch.Tensor:
         """Cluster one image's capture into an ``(H, W)`` label map of ``output_size`` (contiguous ids)."""
 
+    def capture_images(self, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """:meth:`capture` for ``(3, H, W)`` images of any sizes, resized to the square input and run together."""
+        return self.capture(torch.stack([self.prepare(image[None])[0] for image in images]))
+
     def segment(self, image: ImageInput) -> SegmentationResult:
         """Segment one image; the label map has the image's own resolution."""
         return self.segment_batch([image])[0]
@@ -151,8 +155,7 @@ class Segmenter(ABC):
         """Segment several images, running the backbone on them together."""
         loaded = [load_image(image) for image in images]
         tensors = [to_tensor(image) for image in loaded]
-        batch = torch.stack([self.prepare(t[None])[0] for t in tensors])
-        captures = self.capture(batch)
+        captures = self.capture_images(tensors)
         results = []
         for image, tensor, capture in zip(images, tensors, captures, strict=True):
             size = (tensor.shape[1], tensor.shape[2])

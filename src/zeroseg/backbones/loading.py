@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from zeroseg.backbones.presets import resolve_model
-from zeroseg.errors import ConfigError, WeightsNotFoundError
+from zeroseg.errors import ConfigError, WeightsNotFoundError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def _load_single_file(path: Path, *, config: str | None, dtype: torch.dtype, loc
         alphas = _alphas_cumprod(dict(pipe.scheduler.config))
         return pipe.unet, pipe.vae.to(torch.float32), tokenizers, encoders, alphas
     hint = "" if config else " (pass `config=` / --model-config with a local diffusers folder of the same architecture)"
-    raise WeightsNotFoundError(f"model `{path}`: cannot read this checkpoint file{hint}: {_one_line(errors[-1])}")
+    raise WeightsNotFoundError(f"model `{path}`: cannot read this checkpoint file{hint}: {one_line(errors[-1])}")
 
 
 def _alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
@@ -282,19 +282,14 @@ def _alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
     return scheduler.alphas_cumprod.to(torch.float64)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
-
-
 def _missing_message(model: str, resolved: str, exc: BaseException, *, is_local: bool) -> str:
     if is_local:
         return (
             f"model `{model}`: the folder is not a complete diffusers model (need unet/, vae/, text_encoder/, "
-            f"tokenizer/ and scheduler/): {_one_line(exc)}"
+            f"tokenizer/ and scheduler/): {one_line(exc)}"
         )
     return (
         f"model `{model}` ({resolved}): weights not found in the local Hugging Face cache and could not be "
-        f"downloaded ({_one_line(exc)}); on a machine without network, download the model elsewhere and "
+        f"downloaded ({one_line(exc)}); on a machine without network, download the model elsewhere and "
         f"pass its folder with --model /path/to/model"
     )

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from zeroseg.errors import ConfigError, ZeroSegError
+from zeroseg.errors import ConfigError, ZeroSegError, one_line
 
 _err = Console(stderr=True, highlight=False)
 
@@ -416,7 +416,6 @@ def _process(
 
 
 def _process_batch(segmenter: Any, batch: list[tuple[Path, list[Path]]], summary: RunSummary, *, write: Any) -> None:
-    import torch
 
     from zeroseg.image import load_image, to_tensor
 
@@ -431,11 +430,10 @@ def _process_batch(segmenter: Any, batch: list[tuple[Path, list[Path]]], summary
     if not loaded:
         return
     try:
-        inputs = torch.stack([segmenter.prepare(t[None])[0] for *_, t in loaded])
-        captures = segmenter.capture(inputs)
+        captures = segmenter.capture_images([tensor for *_, tensor in loaded])
     except (RuntimeError, ValueError, ZeroSegError) as exc:
         for path, *_ in loaded:
-            summary.fail(f"{path}: segmentation failed ({type(exc).__name__}: {_one_line(exc)})")
+            summary.fail(f"{path}: segmentation failed ({type(exc).__name__}: {one_line(exc)})")
         return
     for (path, targets, image, tensor), capture in zip(loaded, captures, strict=True):
         try:
@@ -445,7 +443,7 @@ def _process_batch(segmenter: Any, batch: list[tuple[Path, list[Path]]], summary
             summary.fail(str(exc))
             continue
         except (RuntimeError, ValueError, OSError) as exc:
-            summary.fail(f"{path}: {type(exc).__name__}: {_one_line(exc)}")
+            summary.fail(f"{path}: {type(exc).__name__}: {one_line(exc)}")
             continue
         summary.done += 1
 
@@ -528,10 +526,6 @@ class NamingOptions:
                 "background": self.background,
             }
         }
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 def _summary_line(summary: RunSummary, folder: Path, elapsed: float) -> str:

@@ -13,13 +13,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from zeroseg.outputs import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +52,10 @@ def _safe_name(image_id: str) -> str:
 
 
 def write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then move it into place
+    (:func:`zeroseg.outputs.atomic_write`, the project's one atomic-write mechanism)."""
+    with atomic_write(path) as temp, open(temp, "wb") as handle:
+        write(handle)
 
 
 class FeatureCache:

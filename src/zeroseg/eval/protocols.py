@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from zeroseg.errors import ConfigError
 from zeroseg.eval.datasets.base import IGNORE
+from zeroseg.image import resize
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def resize_image(image: torch.Tensor, side: int) -> torch.Tensor:
     """Bilinear resize (half-pixel centres, no antialias) of a ``(3, H, W)`` float image to ``(3, side, side)``."""
     if image.shape[-2:] == (side, side):
         return image
-    return F.interpolate(image[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    return resize(image, (side, side))
 
 
 def resize_labels(labels: np.ndarray, side: int, mode: str) -> np.ndarray:

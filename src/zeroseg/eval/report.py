@@ -149,7 +149,6 @@ def write_report(report: EvaluationReport, path: str | Path) -> list[Path]:
     from zeroseg.eval.cache import write_atomic
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report.to_dict(), indent=2).encode("utf-8")
     write_atomic(path, lambda handle: handle.write(text))
     csv_path = path.with_suffix(".csv")

@@ -60,7 +60,11 @@ def lookup_table(mapping: Mapping[int, int], *, size: int = 256, default: int = 
 
 
 def read_image_array(path: Path) -> np.ndarray:
-    """Read an image as ``(H, W, 3)`` uint8 RGB (grayscale and RGBA are converted)."""
+    """Read an image as ``(H, W, 3)`` uint8 RGB (grayscale and RGBA are converted).
+
+    Unlike :func:`zeroseg.image.load_image` this keeps the stored pixel order and ignores EXIF orientation:
+    the datasets' label maps are aligned with the stored pixels, as the official loaders read them.
+    """
     from PIL import Image
 
     try:
