@@ -23,29 +23,19 @@ def _image(path):
     Image.fromarray(array).save(path)
 
 
+def _segment_args(folder, out, model, clip_weights, *naming: str) -> list[str]:
+    """``zeroseg segment`` on a fresh two-colour image with the tiny models, plus the naming options."""
+    _image(folder / "x.png")
+    return [
+        "segment", str(folder / "x.png"), "--method", "diffseg", "--model", str(model), "--size", "64",
+        "--out", str(out), *naming, "--clip-model", TINY_MODEL_NAME, "--clip-weights", str(clip_weights),
+        "--clip-size", "64",
+    ]  # fmt: skip
+
+
 def test_segments_are_named_and_exported(tiny_sd_path, tiny_checkpoint, tmp_path):
-    _image(tmp_path / "x.png")
     out = tmp_path / "out"
-    args = [
-        "segment",
-        str(tmp_path / "x.png"),
-        "--method",
-        "diffseg",
-        "--model",
-        str(tiny_sd_path),
-        "--size",
-        "64",
-        "--out",
-        str(out),
-        "--labels",
-        "red|crimson,blue",
-        "--clip-model",
-        TINY_MODEL_NAME,
-        "--clip-weights",
-        str(tiny_checkpoint),
-        "--clip-size",
-        "64",
-    ]
+    args = _segment_args(tmp_path, out, tiny_sd_path, tiny_checkpoint, "--labels", "red|crimson,blue")
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
@@ -72,29 +62,8 @@ def test_segments_are_named_and_exported(tiny_sd_path, tiny_checkpoint, tmp_path
 
 
 def test_merging_gives_one_segment_per_name(tiny_sd_path, tiny_checkpoint, tmp_path):
-    _image(tmp_path / "x.png")
     out = tmp_path / "out"
-    args = [
-        "segment",
-        str(tmp_path / "x.png"),
-        "--method",
-        "diffseg",
-        "--model",
-        str(tiny_sd_path),
-        "--size",
-        "64",
-        "--out",
-        str(out),
-        "--labels",
-        "red,blue",
-        "--merge-same-label",
-        "--clip-model",
-        TINY_MODEL_NAME,
-        "--clip-weights",
-        str(tiny_checkpoint),
-        "--clip-size",
-        "64",
-    ]
+    args = _segment_args(tmp_path, out, tiny_sd_path, tiny_checkpoint, "--labels", "red,blue", "--merge-same-label")
     assert runner.invoke(app, args, catch_exceptions=False).exit_code == 0
     document = json.loads((out / "x.json").read_text())
     names = [segment["label"] for segment in document["segments"]]
