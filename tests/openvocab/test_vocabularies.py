@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from zeroseg.errors import ConfigError
 from zeroseg.openvocab.naming import SegmentNamer
@@ -140,6 +142,21 @@ def test_a_synonym_only_the_official_list_has_decides_the_class(tiny_clip):
     logits_without, probabilities_without = classify_embeddings(segment, other, logit_scale=scale)
     assert int(probabilities_without.argmax()) != VOC_DINING_TABLE
     assert float(logits_without[0, VOC_DINING_TABLE]) < float(logits_without.max())
+
+
+def test_a_labels_list_of_the_official_synonyms_names_segments_as_the_shipped_vocabulary(tiny_clip):
+    voc = load_vocabulary("voc")
+    labels = ",".join("|".join(synonyms) for synonyms in voc.classes)  # what a user would pass as --labels
+    custom = SegmentNamer(vocabulary=labels, clip=tiny_clip)
+    shipped = SegmentNamer(vocabulary="voc", clip=tiny_clip)
+    assert custom.vocabulary.classes == voc.classes
+    segments = np.zeros((64, 64), dtype=np.int64)
+    segments[:, 32:] = 1
+    segments[40:] += 2
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    for a, b in zip(custom.name_segments(image, segments), shipped.name_segments(image, segments), strict=True):
+        np.testing.assert_array_equal(a.probabilities, b.probabilities)
+        assert a.class_index == b.class_index
 
 
 def test_list_vocabularies_names_all_shipped_files():
