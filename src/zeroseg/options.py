@@ -65,9 +65,7 @@ class Option:
             parts = tuple(_NUMBER[self.kind[:-1]](p) for p in value.replace(" ", "").split(",") if p)
             if not parts:
                 raise ValueError(value)
-            return (
-                parts[0] if len(parts) == 1 and self.kind == "floats" and not isinstance(self.default, tuple) else parts
-            )
+            return parts[0] if len(parts) == 1 and self.kind == "floats" else parts
         except ValueError:
             raise ConfigError(f"`{self.cli}` expects {_EXPECTED[self.kind]} (got {value!r})") from None
 

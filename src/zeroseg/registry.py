@@ -21,7 +21,8 @@ class MethodSpec:
     Attributes:
         name: the name users type (``--method NAME``).
         segmenter: ``"module:Class"`` of its :class:`~zeroseg.segmenter.Segmenter` subclass.
-        config: ``"module:Class"`` of its frozen config dataclass (fields declared with :func:`zeroseg.options.setting`).
+        config: ``"module:Class"`` of its frozen config dataclass (fields declared with
+            :func:`zeroseg.options.setting`).
         summary: one line for help texts.
         protocol: evaluation protocol name (:mod:`zeroseg.eval.protocols`).
         baselines: evaluation baselines that run on its captures.

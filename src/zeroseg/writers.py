@@ -231,7 +231,7 @@ class OutputWriter:
 
     def __init__(
         self, folder: str | os.PathLike[str], formats: Sequence[str] = DEFAULT_FORMATS, *, overwrite: bool = False
-    ):
+    ) -> None:
         self.folder = ensure_folder(folder)
         self.formats = parse_formats(formats)
         self.overwrite = overwrite
