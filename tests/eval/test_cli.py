@@ -33,7 +33,7 @@ def fake(monkeypatch):
         made.append(seg)
         return seg
 
-    monkeypatch.setattr("zeroseg.eval.api.build_segmenter", build)
+    monkeypatch.setattr("zeroseg.eval.plan.build_segmenter", build)
     return made
 
 
@@ -55,7 +55,7 @@ def test_evaluate_writes_report_predictions_and_prints_headline(quadrant_folder,
 def test_evaluate_missing_root_is_one_red_line(tmp_path, fake):
     result = runner.invoke(_app(), ["evaluate", "--preset", "diffcut-voc", "--root", str(tmp_path / "nope")])
     assert result.exit_code == 1
-    assert "Error:" in result.output and "VOCdevkit/VOC2012" in result.output
+    assert "error:" in result.output and "VOCdevkit/VOC2012" in result.output
     assert "Traceback" not in result.output
 
 
@@ -66,9 +66,9 @@ def test_evaluate_bad_layout_names_expected_files(tmp_path, fake):
     assert "annotations/validation" in result.output.replace("\n", "")
 
 
-def test_sweep_reruns_only_clustering(quadrant_folder, tmp_path, fake):
+def test_sweep_reruns_only_clustering(quadrant_folder, tmp_path, fake, toy_method):
     out = tmp_path / "s.json"
-    args = ["sweep", "--dataset", "folder", "--root", str(quadrant_folder), "--method", "diffseg",
+    args = ["sweep", "--dataset", "folder", "--root", str(quadrant_folder), "--method", toy_method,
             "--grid", "tau=0.5,2.0", "--cache", str(tmp_path / "c"), "--device", "cpu",
             "--output", str(out)]  # fmt: skip
     result = runner.invoke(_app(), args)
