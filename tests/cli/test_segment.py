@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import typing
 import zlib
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
