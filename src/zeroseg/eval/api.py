@@ -15,7 +15,7 @@ from zeroseg.eval import plan as plans
 from zeroseg.eval.parallel import run_on_devices
 from zeroseg.eval.plan import make_plan, run_plan
 from zeroseg.eval.report import EvaluationReport, write_report
-from zeroseg.eval.run import expand_grid
+from zeroseg.eval.run import expand_grid, sweep_steps
 from zeroseg.eval.runner import ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -178,4 +178,5 @@ def run_sweep(
         logger.warning("sweeping without the feature cache: every step reruns the backbone")
     if segmenter is None:
         segmenter = plans.build_segmenter(base, device)
-    return [run_plan(plan, segmenter=segmenter, progress=progress) for plan in steps]
+    segmenters = sweep_steps(segmenter, [plan.settings for plan in steps])
+    return [run_plan(plan, segmenter=step, progress=progress) for plan, step in zip(steps, segmenters, strict=True)]

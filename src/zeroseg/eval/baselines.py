@@ -65,7 +65,7 @@ class Baseline:
         """
         if self.name == "autosc":
             if "features" not in capture:
-                raise ConfigError("the `autosc` baseline needs DiffCut features (run it with --method diffcut)")
+                raise ConfigError("the `autosc` baseline needs DiffCut features (a capture with `features`)")
             from zeroseg.diffcut.autosc import segment_autosc
 
             return segment_autosc(capture["features"].float(), out_size=output_size).long()

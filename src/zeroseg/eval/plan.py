@@ -26,8 +26,8 @@ from zeroseg.eval.open_vocabulary import (
 )
 from zeroseg.eval.protocols import get_preset, get_protocol
 from zeroseg.eval.report import EvaluationReport
-from zeroseg.eval.run import evaluate
-from zeroseg.eval.runner import ProgressCallback
+from zeroseg.eval.run import MATCHINGS, evaluate
+from zeroseg.eval.runner import ProgressCallback, check_run_arguments
 from zeroseg.options import build_config
 from zeroseg.registry import DEFAULT_METHOD, get_method
 
@@ -125,9 +125,14 @@ def make_plan(
     method = method or DEFAULT_METHOD
     spec = get_method(method)
     baseline = options.get("baseline")
-    if baseline is not None and baseline not in spec.baselines:
-        offered = ", ".join(spec.baselines) or "none"
-        raise ConfigError(f"`baseline` {baseline!r} does not run on {method} captures; {method} offers {offered}")
+    if baseline is not None:
+        Baseline(baseline, k=options.get("kmeans_k", 6))  # checks the name and K
+        if baseline not in spec.baselines:
+            offered = ", ".join(spec.baselines) or "none"
+            raise ConfigError(f"`baseline` {baseline!r} does not run on {method} captures; {method} offers {offered}")
+    if options.get("matching", "per-image") not in MATCHINGS:
+        raise ConfigError(f"`matching` must be one of {', '.join(MATCHINGS)}, got {options['matching']!r}")
+    check_run_arguments(limit=options.get("limit"), batch_size=options.get("batch_size", 1))
     if dataset is None:
         raise ConfigError("`dataset` is required when no `preset` is given")
     overrides = {

@@ -260,15 +260,15 @@ def expand_grid(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
 
 
-def sweep_steps(segmenter: Segmenter, grid: dict[str, Sequence[Any]]) -> Iterator[Segmenter]:
-    """One segmenter per grid combination, sharing the loaded backbone.
+def sweep_steps(segmenter: Segmenter, steps: Sequence[dict[str, Any]]) -> Iterator[Segmenter]:
+    """One segmenter per step's settings, sharing the loaded backbone (every sweep runs its steps from here).
 
-    This is where a method that answers several values of a setting from one computation plugs in (DiffCut's
+    This is the place for a method that answers several values of a setting from one computation (DiffCut's
     NCut tree cut at every ``tau``, :mod:`zeroseg.diffcut.tree`): today every step clusters afresh.
     """
-    for combo in expand_grid(grid):
-        logger.info("sweep step %s", combo)
-        yield segmenter.with_config(**combo)
+    for settings in steps:
+        logger.info("sweep step %s", settings)
+        yield segmenter.with_config(**settings)
 
 
 def sweep(
@@ -282,4 +282,4 @@ def sweep(
     The first combination fills the feature cache, the others rerun only the clustering.
     Keyword options are those of :func:`evaluate`.
     """
-    return [evaluate(step, dataset, **options) for step in sweep_steps(segmenter, grid)]
+    return [evaluate(step, dataset, **options) for step in sweep_steps(segmenter, expand_grid(grid))]
