@@ -84,3 +84,15 @@ def test_unregistered_method_is_refused_by_name(quadrant_folder):
     assert "quadrants" not in list_methods()
     with pytest.raises(ConfigError, match="unknown method 'quadrants'"):
         evaluate_dataset("folder", quadrant_folder, method="quadrants")
+
+
+def test_command_line_says_it_resumed_and_still_writes_new_predictions(toy_method, quadrant_folder, tmp_path):
+    args = ["evaluate", "--method", toy_method, *_folder_args(quadrant_folder, tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    first = runner.invoke(app, [*args, "--save-predictions", str(tmp_path / "p")])
+    assert first.exit_code == 0 and "Resumed" not in first.output  # nothing reusable: no PNGs there yet
+    assert len(list((tmp_path / "p").glob("img?.png"))) == 5 and QuadrantSegmenter.captured[0] == 5
+    again = runner.invoke(app, [*args, "--save-predictions", str(tmp_path / "p")])
+    assert again.exit_code == 0
+    line = " ".join(again.output.split())
+    assert "reused 5 of 5 images" in line and str(tmp_path / "c" / "runs") in line.replace(" ", "")

@@ -240,7 +240,8 @@ OvPamrOpt = Annotated[
     bool | None,
     typer.Option(
         "--open-vocabulary-pamr/--no-open-vocabulary-pamr",
-        help="Open vocabulary: force PAMR at the evaluation size on or off (default: on for DiffCut, off for DiffSeg).",
+        help="Open vocabulary: force PAMR at the evaluation size on or off (default: the method's own choice; "
+        "on for DiffCut, off for methods that do not refine themselves).",
     ),
 ]
 

@@ -316,8 +316,8 @@ def run(
     pending = [s for s in selected if s.id not in reusable]
     resumed = None
     if reusable and log is not None:
-        resumed = {"log": str(log.folder / f"{run_hash}.jsonl"), "images": len(reusable), "of": len(selected)}
-        logger.info("resuming run %s from %s: %d of %d images reused", run_hash, log.folder, *resumed.values())
+        resumed = {"log": str(log.path), "images": len(reusable), "of": len(selected)}
+        logger.info("resuming run %s from %s: %d of %d images reused", run_hash, log.path, len(reusable), len(selected))
     records = dict(reusable)
     running = scorer.running()
     for record in records.values():
