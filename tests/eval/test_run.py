@@ -214,11 +214,11 @@ def test_resumed_run_with_a_new_predictions_folder_writes_every_prediction(quadr
 
 
 def test_self_refining_method_is_refined_after_the_background_merge(tmp_path):
-    import torch
-
     from zeroseg.eval.protocols import get_protocol
     from zeroseg.eval.run import MatchingScorer
+    from zeroseg.eval.runner import RunTiming, score_capture
     from zeroseg.refine.pamr import refine_labels
+    from zeroseg.refine.stage import Refinement
 
     @dataclasses.dataclass(frozen=True)
     class Refining(FakeConfig):
@@ -236,14 +236,13 @@ def test_self_refining_method_is_refined_after_the_background_merge(tmp_path):
     dataset = create_dataset("voc", str(tmp_path))
     seg = FakeSegmenter(method="diffcut", config=Refining(), image_size=32)  # diffcut refines itself (registry)
     scorer = MatchingScorer(seg, dataset, get_protocol("diffseg"))
+    assert scorer.refinement == Refinement(iterations=3, dilations=(1, 2))  # the method's own settings
+    assert MatchingScorer(seg.with_config(pamr=False), dataset, get_protocol("diffseg")).refinement is None
     sample = next(iter(dataset))
     prepared, small = scorer.prepare(dataset.load_image(sample))
     capture = seg.capture(prepared[None])[0]
-    gt = scorer.score(sample, capture, small, None).targets[0]
-    merged = scorer.predict(capture, small, gt)
-    unrefined = MatchingScorer(seg.with_config(pamr=False), dataset, get_protocol("diffseg")).predict(
-        capture, small, gt
-    )
-    assert sorted(np.unique(unrefined)) == [0, 4]  # background clusters merged first
-    expected = refine_labels(torch.from_numpy(unrefined), small, num_iter=3, dilations=(1, 2))
-    np.testing.assert_array_equal(merged, expected.numpy())
+    unrefined, gts = scorer.segment(sample, capture)
+    assert sorted(np.unique(unrefined.numpy())) == [0, 4]  # background clusters merged first
+    scored = score_capture(scorer, sample, capture, small, RunTiming())
+    expected = refine_labels(unrefined, small, num_iter=3, dilations=(1, 2))
+    np.testing.assert_array_equal(scored.prediction, expected.numpy())

@@ -276,21 +276,15 @@ def open_vocabulary_settings(method: str) -> dict[str, Any]:
 def segment_at_eval_size(
     segmenter: Segmenter,
     capture: dict[str, torch.Tensor],
-    eval_image: torch.Tensor,
     *,
     mask_side: int,
     eval_size: int,
-    refinement: Refinement | None,
 ) -> torch.Tensor:
-    """Segments at the method's side, nearest-exact to ``eval_size``, refined there when ``refinement`` is set."""
-    with torch.inference_mode():
-        labels = segmenter.segment_capture(capture, output_size=(mask_side, mask_side))
-        labels = labels.long().cpu()
-        if tuple(labels.shape) != (eval_size, eval_size):
-            labels = F.interpolate(labels[None, None].float(), size=(eval_size, eval_size), mode="nearest-exact")
-            labels = labels[0, 0].long()
-        if refinement is not None:
-            labels = refinement(labels, eval_image)
+    """Segments at the method's side, nearest-exact to ``eval_size`` (where the runner refines them)."""
+    labels = segmenter.segment_capture(capture, output_size=(mask_side, mask_side)).long().cpu()
+    if tuple(labels.shape) != (eval_size, eval_size):
+        labels = F.interpolate(labels[None, None].float(), size=(eval_size, eval_size), mode="nearest-exact")
+        labels = labels[0, 0].long()
     return labels
 
 
@@ -349,22 +343,21 @@ class NamingScorer(Scorer):
         prepared = resize_image(crop, self.input_side)
         return prepared, prepared if self.input_side == self.eval_size else resize_image(crop, self.eval_size)
 
-    def score(self, sample: Sample, capture: dict[str, torch.Tensor], image: torch.Tensor, timing: RunTiming) -> Scored:
+    def segment(self, sample: Sample, capture: dict[str, torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
+        segments = segment_at_eval_size(self.segmenter, capture, mask_side=self.input_side, eval_size=self.eval_size)
+        labels = self.dataset.load_labels(sample)[0]
+        return segments, prepare_target(
+            labels, self.table, crop_margin=self.protocol.crop_margin, eval_size=self.eval_size
+        )
+
+    def score(self, labels: torch.Tensor, image: torch.Tensor, targets: Any, timing: RunTiming) -> Scored:
         from zeroseg.openvocab.protocol import predict_open_vocabulary
 
-        segments = segment_at_eval_size(
-            self.segmenter, capture, image, mask_side=self.input_side, eval_size=self.eval_size,
-            refinement=self.refinement,
-        )  # fmt: skip
         t0 = time.perf_counter()
-        named = predict_open_vocabulary(
-            self.namer, image, segments, size=self.eval_size, clip_image_size=self.clip_side
-        )
+        named = predict_open_vocabulary(self.namer, image, labels, size=self.eval_size, clip_image_size=self.clip_side)
         timing.extra["clip_seconds"] += time.perf_counter() - t0
         pred = named.numpy().astype(np.int64)
-        labels = self.dataset.load_labels(sample)[0]
-        target = prepare_target(labels, self.table, crop_margin=self.protocol.crop_margin, eval_size=self.eval_size)
-        return Scored(score_image(target, pred, len(self.class_names)), pred, [target])
+        return Scored(score_image(targets, pred, len(self.class_names)), pred, [targets])
 
     def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return summarize(records, self.class_names)

@@ -2,7 +2,7 @@
 
 Per image: crop/resize (protocol) -> capture (from the feature cache when possible) -> clustering with the
 segmenter's current settings (or a baseline) -> background merge -> refinement (PAMR, when the method's
-settings ask for it) -> matching. The loop itself (resume, shards, batches, timing) is
+settings ask for it; applied by the runner) -> matching. The loop itself (resume, shards, batches, timing) is
 :func:`zeroseg.eval.runner.run`.
 """
 
@@ -178,16 +178,19 @@ class MatchingScorer(Scorer):
         prepared = prepare_image(image, self.protocol, self.input_side)
         return prepared, resize_image(prepared, self.eval_side)
 
-    def score(self, sample: Sample, capture: dict[str, torch.Tensor], image: torch.Tensor, timing: RunTiming) -> Scored:
+    def segment(self, sample: Sample, capture: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[np.ndarray]]:
         gts = [
             prepare_labels(gt, self.protocol, self.input_side, self.eval_side)
             for gt in self.dataset.load_labels(sample)
         ]
-        pred = self.predict(capture, image, gts[0])
-        return Scored(score_image(pred, gts, self.dataset, self.matching), pred, gts)
+        return torch.from_numpy(self.cluster(capture, gts[0])), gts
 
-    def predict(self, capture: dict[str, torch.Tensor], image: torch.Tensor, gt: np.ndarray) -> np.ndarray:
-        """Cluster one capture at the evaluation size, merge the background, refine."""
+    def score(self, labels: torch.Tensor, image: torch.Tensor, targets: Any, timing: RunTiming) -> Scored:
+        pred = labels.cpu().numpy().astype(np.int64)
+        return Scored(score_image(pred, targets, self.dataset, self.matching), pred, targets)
+
+    def cluster(self, capture: dict[str, torch.Tensor], gt: np.ndarray) -> np.ndarray:
+        """Cluster one capture at the evaluation size (the method, or a baseline) and merge the background."""
         size = (self.eval_side, self.eval_side)
         if self.baseline is not None:
             valid = gt[gt != IGNORE]
@@ -201,8 +204,6 @@ class MatchingScorer(Scorer):
         if self.protocol.background_merge and dataset.background_class is not None:
             background = dataset.background_class
             pred = merge_background(pred, gt, num_classes=dataset.num_classes or 1, background_class=background)
-        if self.refinement is not None:
-            pred = self.refinement(torch.from_numpy(pred), image).cpu().numpy().astype(np.int64)
         return pred
 
     def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from zeroseg.eval.cache import FeatureCache, hash_key, write_atomic
 from zeroseg.eval.datasets.base import IGNORE, Sample, SegmentationDataset
 from zeroseg.eval.protocols import Protocol
 from zeroseg.eval.report import EvaluationReport, build_report
+from zeroseg.refine.stage import Refinement
 
 if TYPE_CHECKING:
     from zeroseg.segmenter import Segmenter
@@ -130,6 +131,8 @@ class Scorer(ABC):
     """How one protocol turns a capture into a per-image record and records into dataset metrics."""
 
     protocol: Protocol
+    refinement: Refinement | None = None
+    """The refinement the runner applies to :meth:`segment`'s labels (``None``: none)."""
     timing_fields: tuple[str, ...] = ()
     """Extra seconds the scorer reports in ``timing`` (e.g. ``clip_seconds``)."""
 
@@ -150,8 +153,12 @@ class Scorer(ABC):
         """``(H, W, 3)`` uint8 -> (``(3, S, S)`` backbone input, image at the evaluation size) in [0, 1]."""
 
     @abstractmethod
-    def score(self, sample: Sample, capture: dict[str, torch.Tensor], image: torch.Tensor, timing: RunTiming) -> Scored:
-        """Segment one capture, refine and score it against the sample's labels."""
+    def segment(self, sample: Sample, capture: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+        """One capture's labels at the evaluation size, before refinement, and what scoring needs (targets)."""
+
+    @abstractmethod
+    def score(self, labels: torch.Tensor, image: torch.Tensor, targets: Any, timing: RunTiming) -> Scored:
+        """Score the refined labels of one image (``image``: the image at the evaluation size)."""
 
     @abstractmethod
     def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -334,7 +341,7 @@ def run(
         captures = load_captures(segmenter, batch, images, cache=cache, cache_key=cache_key, timing=timing)
         for sample, (_, eval_image), capture in zip(batch, prepared, captures, strict=True):
             t0 = time.perf_counter()
-            scored = scorer.score(sample, capture, eval_image, timing)
+            scored = score_capture(scorer, sample, capture, eval_image, timing)
             record = {"id": sample.id, "run": run_hash, **scored.record}
             timing.cluster_s += time.perf_counter() - t0
             timing.clustered += 1
@@ -358,6 +365,17 @@ def run(
         **scorer.report_fields(),
     }
     return build_report(header, scorer.summarize(ordered), run_timing(timing, elapsed, len(reusable)), resumed)
+
+
+def score_capture(
+    scorer: Scorer, sample: Sample, capture: dict[str, torch.Tensor], image: torch.Tensor, timing: RunTiming
+) -> Scored:
+    """Segment one capture, refine it (the one place evaluation refines labels) and score it."""
+    with torch.inference_mode():
+        labels, targets = scorer.segment(sample, capture)
+        if scorer.refinement is not None:
+            labels = scorer.refinement(labels, image)
+    return scorer.score(labels, image, targets, timing)
 
 
 def run_timing(timing: RunTiming, elapsed: float, resumed: int) -> dict[str, Any]:
