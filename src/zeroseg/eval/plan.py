@@ -24,7 +24,7 @@ from zeroseg.eval.open_vocabulary import (
     open_vocabulary_settings,
     vocabulary_name,
 )
-from zeroseg.eval.protocols import get_preset, get_protocol
+from zeroseg.eval.protocols import PRESETS, get_preset, get_protocol
 from zeroseg.eval.report import EvaluationReport
 from zeroseg.eval.run import MATCHINGS, evaluate
 from zeroseg.eval.runner import ProgressCallback, check_run_arguments
@@ -148,9 +148,10 @@ def make_plan(
         if open_vocabulary is False:
             raise ConfigError(f"`preset` {preset!r} is an open-vocabulary row; `open_vocabulary` cannot be False")
         if chosen is not None and protocol != PROTOCOL_NAME:
+            rows = ", ".join(name for name, row in PRESETS.items() if row.protocol == PROTOCOL_NAME)
             raise ConfigError(
                 f"`preset` {preset!r} is an unsupervised protocol row; for open-vocabulary evaluation use one of "
-                "diffcut-voc-openvocab, diffcut-context-openvocab, diffcut-coco-object-openvocab or no preset"
+                f"{rows} or no preset"
             )
         vocabulary_name(dataset)
         if options.get("baseline"):
