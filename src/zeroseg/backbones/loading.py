@@ -120,17 +120,17 @@ def load_backbone(
     looks_local = path.exists() or resolved.startswith((".", "/", "~")) or path.suffix in (".safetensors", ".ckpt")
     if looks_local and not path.exists():
         raise WeightsNotFoundError(f"model `{model}`: no such file or folder {str(path)!r}")
-    with _quiet_loading():
-        if path.is_file():
+    if path.is_file():
+        with _quiet_loading():
             family, parts, variants = _load_single_file(
                 path, config=config, dtype=torch_dtype, local_files_only=local_files_only
             )
-        elif path.is_dir():
-            family, parts, variants = _load_folder(path, model=model, dtype=torch_dtype, variant=variant)
-        else:
-            family, parts, variants = _load_hub(
-                model, resolved, dtype=torch_dtype, revision=revision, variant=variant, offline=local_files_only
-            )
+    elif path.is_dir():
+        family, parts, variants = _load_folder(path, model=model, dtype=torch_dtype, variant=variant)
+    else:
+        family, parts, variants = _load_hub(
+            model, resolved, dtype=torch_dtype, revision=revision, variant=variant, offline=local_files_only
+        )
     for module in (parts.unet, parts.vae, *parts.text_encoders):
         module.to(dev).eval().requires_grad_(False)
     logger.info("loaded %s (%s family) on %s in %s", resolved, family.name, dev, torch_dtype)
@@ -161,7 +161,8 @@ def _load_folder(
     family = detect_folder_family(folder, model=model)
     variants = choose_variants(local_files(folder), family.components, dtype=dtype, variant=variant, model=model)
     try:
-        return family, family.load(folder, dtype=dtype, variants=variants), variants
+        with _quiet_loading():
+            return family, family.load(folder, dtype=dtype, variants=variants), variants
     except (OSError, ValueError) as exc:
         if not is_local:
             raise
@@ -187,7 +188,8 @@ def _load_hub(
         raise WeightsNotFoundError(_not_cached_message(model, repo, "HF_HUB_OFFLINE is set"))
     hub.check_reachable(model, repo)
     try:
-        folder = _download(model, repo, dtype=dtype, revision=revision, variant=variant)
+        with _quiet_hub():
+            folder = _download(model, repo, dtype=dtype, revision=revision, variant=variant)
     except WeightsNotFoundError:
         raise
     except Exception as exc:
@@ -237,14 +239,23 @@ def _load_single_file(
 
 
 @contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Silence the hub client's connection warnings (a failure becomes one error line instead)."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(hub_level)
+
+
+@contextlib.contextmanager
 def _quiet_loading() -> Iterator[None]:
     """Silence diffusers' and transformers' per-file progress bars, notices and warnings while loading."""
     import diffusers.utils.logging as diffusers_logging
     import transformers.utils.logging as transformers_logging
 
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)
     saved = (
         diffusers_logging.get_verbosity(),
         transformers_logging.get_verbosity(),
@@ -256,11 +267,10 @@ def _quiet_loading() -> Iterator[None]:
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
+        with _quiet_hub(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        hub_logger.setLevel(hub_level)
         diffusers_logging.set_verbosity(saved[0])
         transformers_logging.set_verbosity(saved[1])
         if saved[2]:
