@@ -155,16 +155,20 @@ def local_files(folder: Path) -> list[str]:
 
 
 def _load_folder(
-    folder: Path, *, model: str, dtype: torch.dtype, variant: str | None, is_local: bool = True
+    folder: Path, *, model: str, dtype: torch.dtype, variant: str | None, explain_errors: bool = True
 ) -> tuple[BackboneFamily, LoadedParts, dict[str, str | None]]:
-    """Detect the family of a diffusers folder and load its components with the chosen weight variants."""
+    """Detect the family of a diffusers folder and load its components with the chosen weight variants.
+
+    With ``explain_errors`` a component that cannot be read becomes a one-line :class:`WeightsNotFoundError`;
+    without, the loader's own error is raised (the cache path then falls back to a download).
+    """
     family = detect_folder_family(folder, model=model)
     variants = choose_variants(local_files(folder), family.components, dtype=dtype, variant=variant, model=model)
     try:
         with _quiet_loading():
             return family, family.load(folder, dtype=dtype, variants=variants), variants
     except (OSError, ValueError) as exc:
-        if not is_local:
+        if not explain_errors:
             raise
         raise WeightsNotFoundError(
             f"model `{model}`: the folder is not a complete diffusers model (need "
@@ -179,7 +183,7 @@ def _load_hub(
     snapshot = hub.cached_snapshot(repo, revision)
     if snapshot is not None:
         try:
-            return _load_folder(snapshot, model=model, dtype=dtype, variant=variant, is_local=False)
+            return _load_folder(snapshot, model=model, dtype=dtype, variant=variant, explain_errors=False)
         except (OSError, ValueError) as exc:
             if offline:
                 raise WeightsNotFoundError(_not_cached_message(model, repo, f"incomplete: {one_line(exc)}")) from None
@@ -201,7 +205,7 @@ def _load_hub(
                 f"check the name, or pass a local folder with --model /path/to/model"
             ) from None
         raise
-    return _load_folder(folder, model=model, dtype=dtype, variant=variant, is_local=False)
+    return _load_folder(folder, model=model, dtype=dtype, variant=variant)
 
 
 def _download(model: str, repo: str, *, dtype: torch.dtype, revision: str | None, variant: str | None) -> Path:
