@@ -325,8 +325,8 @@ class NamingOptions:
 
             if self.vocabulary not in SHIPPED_VOCABULARIES:
                 raise ConfigError(
-                    f"unknown vocabulary {self.vocabulary!r}; choose one of {', '.join(SHIPPED_VOCABULARIES)} "
-                    "or give your own classes with --labels",
+                    f"names no shipped vocabulary (got {self.vocabulary!r}); choose one of "
+                    f"{', '.join(SHIPPED_VOCABULARIES)}, or give your own classes with --labels",
                     setting="vocabulary",
                 )
 

@@ -125,6 +125,7 @@ class Segmenter(ABC):
 
     def unet_inputs(self, images: torch.Tensor, *, noise_seed: int | None) -> tuple[torch.Tensor, Any]:
         """Latents (noised to the timestep when ``noise_seed`` is set) and empty-prompt conditioning for a batch."""
+        self.backbone.check_image_size(self.image_size)
         batch = self.prepare(images)
         latents = encode_images(self.backbone, batch)
         latents = add_noise(self.backbone, latents, self.config.timestep, seed=noise_seed)
