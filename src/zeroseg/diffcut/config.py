@@ -26,6 +26,9 @@ class DiffCutConfig:
         pamr: refine the label map with PAMR at the output size.
         pamr_iters / pamr_dilations: PAMR settings (30 and 1..64: the official demo's; the benchmark protocol
             uses 10 and (1, 2, 4, 8) at 128 px).
+        pamr_max_pixels: bound on the PAMR working resolution (1024 * 1024, the model input's pixel count);
+            larger outputs are refined at that many pixels with their aspect ratio and the labels taken from
+            the upsampled refined masks, so the cost stays flat in the image size. 0 = the output size.
         exact_reference: reproduce the official code's quirks (sub-graph node dropping, dot-product concept
             assignment).
     """
@@ -39,6 +42,7 @@ class DiffCutConfig:
     pamr: bool = True
     pamr_iters: int = 30
     pamr_dilations: tuple[int, ...] = DEMO_PAMR_DILATIONS
+    pamr_max_pixels: int = 1024 * 1024
     exact_reference: bool = False
 
     CAPTURE_FIELDS: ClassVar[tuple[str, ...]] = ("model", "image_size", "timestep", "seed")
@@ -54,6 +58,12 @@ class DiffCutConfig:
             raise ConfigError(f"`pamr_iters` must be >= 0 (got {self.pamr_iters})")
         if not self.pamr_dilations or any(d < 1 for d in self.pamr_dilations):
             raise ConfigError(f"`pamr_dilations` must be positive integers (got {list(self.pamr_dilations)})")
+        if (
+            isinstance(self.pamr_max_pixels, bool)
+            or not isinstance(self.pamr_max_pixels, int)
+            or self.pamr_max_pixels < 0
+        ):
+            raise ConfigError(f"`pamr_max_pixels` must be an integer >= 0, 0 = no bound (got {self.pamr_max_pixels!r})")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dictionary of every setting."""
