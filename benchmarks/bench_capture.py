@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from zeroseg.backbones import get_family
 from zeroseg.backbones.capture import _run_unet, capture_features, capture_self_attention, feature_layer
 from zeroseg.testing import real_architecture_unet
 
@@ -36,6 +37,7 @@ class _FakeBackbone:
     unet: Any
     device: torch.device
     dtype: torch.dtype
+    adapter: Any  # the family adapter: where the layers are, how the UNet is called
 
 
 def _conditioning(name: str, batch: int, size: int, dtype: torch.dtype, device: torch.device):
@@ -85,7 +87,7 @@ def main() -> None:
     with torch.inference_mode():
         if args.only in (None, "sd14"):
             unet = real_architecture_unet("sd14", dtype=dtype).to(device)
-            backbone = _FakeBackbone(unet, device, dtype)
+            backbone = _FakeBackbone(unet, device, dtype, get_family("sd"))
             latents = torch.randn(1, 4, 64, 64, dtype=dtype, device=device)
             cond = _conditioning("sd14", 1, 512, dtype, device)
             plain = _best(lambda: _run_unet(backbone, latents, 300, cond), args.repeats, device)
@@ -97,7 +99,7 @@ def main() -> None:
 
         if args.only in (None, "sdxl"):
             unet = real_architecture_unet("sdxl", dtype=dtype).to(device)
-            backbone = _FakeBackbone(unet, device, dtype)
+            backbone = _FakeBackbone(unet, device, dtype, get_family("sdxl"))
             layer_name = feature_layer(unet)[0]
             for size in (int(s) for s in args.sizes.split(",")):
                 latents = torch.randn(1, 4, size // 8, size // 8, dtype=dtype, device=device)

@@ -130,7 +130,7 @@ def sd14_rows(folder: Path, count: int) -> list[dict[str, Any]]:
     ):
         seg = create_segmenter(method, model=str(sd), image_size=side, **extra)
         seg.backbone.unet = unet
-        seg.backbone._conditioning[(side,)] = (torch.randn(1, 77, unet.config.cross_attention_dim), None)
+        seg.backbone.override_conditioning(side, torch.randn(1, 77, unet.config.cross_attention_dim))
         rows.append(bench("sd14", seg, synthetic_images(count, side), folder / "cache"))
     return rows
 

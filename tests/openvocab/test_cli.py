@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from zeroseg.cli.app import app
-from zeroseg.openvocab import decode_rle
+from zeroseg.rle import decode_rle
 
 from .conftest import TINY_MODEL_NAME
 
@@ -77,3 +77,10 @@ def test_naming_options_are_checked_before_loading(tmp_path):
     assert result.exit_code == 1 and "not both" in result.output
     result = runner.invoke(app, ["segment", str(tmp_path), "--merge-same-label"])
     assert result.exit_code == 1 and "--labels" in result.output
+
+
+def test_an_unknown_vocabulary_is_refused_before_loading(tmp_path):
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    result = runner.invoke(app, ["segment", str(tmp_path / "x.png"), "--vocabulary", "vocc", "--model", "missing"])
+    assert result.exit_code == 1 and "`--vocabulary` names no shipped vocabulary" in result.output
+    assert "cityscapes" in result.output and "missing" not in result.output

@@ -1,20 +1,21 @@
 """Read what one UNet step computes: self-attention probabilities (DiffSeg) or encoder features (DiffCut).
 
-The layers are found from the module tree and the latent size, never from hard-coded names, so SD 1.x, SD 2.x
-(other head counts) and the SDXL family (fewer resolutions, up to 10 transformer blocks per attention) all work.
-Both captures stop the UNet forward as soon as the last needed layer has run: no VAE decode, no unused decoder.
+Which modules to read comes from the backbone's family adapter (for the UNet families: found from the module
+tree and the latent size, never from hard-coded names). Both captures stop the forward pass as soon as the last
+needed layer has run: no VAE decode, no unused decoder.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from zeroseg.backbones.loading import Backbone
+from zeroseg.backbones.backbone import Backbone
+from zeroseg.backbones.families import AttentionLayer, Conditioning
+from zeroseg.backbones.families.unet import unet_feature_layer, unet_self_attention_layers
 
 # Elements of one block of attention scores (heads x query rows x keys): about 8 MiB on CPU, to stay in the
 # last-level cache; far larger on CUDA, where bigger kernels are faster.
@@ -25,61 +26,17 @@ class _StopForward(Exception):
     """Raised inside the UNet once everything needed is captured, to skip the rest of the forward pass."""
 
 
-@dataclass(frozen=True)
-class AttentionLayer:
-    """A self-attention module of the UNet and the side of the square token grid it attends over."""
-
-    name: str
-    module: Any
-    side: int
-
-
 def self_attention_layers(unet: Any, latent_side: int) -> list[AttentionLayer]:
-    """Every self-attention (``attn1``) module of the UNet, in forward order, with its token-grid side.
-
-    Each down block works at the current side and halves it after its downsampler; the mid block works at the
-    smallest side; each up block works at the current side and doubles it after its upsampler.
-    """
-    layers: list[AttentionLayer] = []
-    side = latent_side
-    for i, block in enumerate(unet.down_blocks):
-        layers += _block_layers(block, f"down_blocks.{i}", side)
-        if getattr(block, "downsamplers", None):
-            side = math.ceil(side / 2)
-    if unet.mid_block is not None:
-        layers += _block_layers(unet.mid_block, "mid_block", side)
-    for i, block in enumerate(unet.up_blocks):
-        layers += _block_layers(block, f"up_blocks.{i}", side)
-        if getattr(block, "upsamplers", None):
-            side *= 2
-    return layers
-
-
-def _block_layers(block: Any, prefix: str, side: int) -> list[AttentionLayer]:
-    layers = []
-    for j, transformer in enumerate(getattr(block, "attentions", None) or []):
-        for k, basic in enumerate(getattr(transformer, "transformer_blocks", [])):
-            attn = getattr(basic, "attn1", None)
-            if attn is not None and not getattr(attn, "is_cross_attention", False):
-                name = f"{prefix}.attentions.{j}.transformer_blocks.{k}.attn1"
-                layers.append(AttentionLayer(name, attn, side))
-    return layers
+    """Every self-attention (``attn1``) module of a UNet, in forward order, with its token-grid side."""
+    return unet_self_attention_layers(unet, latent_side)
 
 
 def feature_layer(unet: Any) -> tuple[str, Any]:
-    """DiffCut's layer: ``attn1`` of the last transformer block of the last down block that has attention.
+    """DiffCut's layer of a UNet: ``attn1`` of the last transformer block of the last down block with attention.
 
     SDXL family: ``down_blocks[-1]``; SD 1.x/2.x: ``down_blocks[-2]`` (their last down block has no attention).
     """
-    for i in range(len(unet.down_blocks) - 1, -1, -1):
-        attentions = getattr(unet.down_blocks[i], "attentions", None)
-        if attentions:
-            j = len(attentions) - 1
-            k = len(attentions[j].transformer_blocks) - 1
-            return f"down_blocks.{i}.attentions.{j}.transformer_blocks.{k}.attn1", attentions[j].transformer_blocks[
-                k
-            ].attn1
-    raise ValueError("this UNet has no down block with attention, so DiffCut has no feature layer to read")
+    return unet_feature_layer(unet)
 
 
 class _AttentionAccumulator:
@@ -178,22 +135,9 @@ class AttentionProbabilityRecorder:
         return hidden_states
 
 
-def _run_unet(
-    backbone: Backbone,
-    latents: torch.Tensor,
-    timestep: int,
-    conditioning: tuple[torch.Tensor, dict[str, torch.Tensor] | None],
-) -> None:
-    hidden, added = conditioning
-    t = torch.full((latents.shape[0],), int(timestep), device=backbone.device, dtype=torch.long)
+def _run_unet(backbone: Backbone, latents: torch.Tensor, timestep: int, conditioning: Conditioning) -> None:
     try:
-        backbone.unet(
-            latents.to(backbone.dtype),
-            t,
-            encoder_hidden_states=hidden,
-            added_cond_kwargs=added,
-            return_dict=False,
-        )
+        backbone.adapter.run_denoiser(backbone, latents, timestep, conditioning)
     except _StopForward:
         pass
 
@@ -203,7 +147,7 @@ def capture_self_attention(
     backbone: Backbone,
     latents: torch.Tensor,
     timestep: int,
-    conditioning: tuple[torch.Tensor, dict[str, torch.Tensor] | None],
+    conditioning: Conditioning,
     *,
     sides: Iterable[int] | None = None,
     early_exit: bool = True,
@@ -220,7 +164,7 @@ def capture_self_attention(
         ``{side: (B, side*side, side*side)}`` float32 row-stochastic maps; rows are query tokens in row-major
         order, columns key tokens.
     """
-    layers = self_attention_layers(backbone.unet, latents.shape[-1])
+    layers = backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1])
     wanted = set(sides) if sides is not None else {layer.side for layer in layers}
     chosen = [layer for layer in layers if layer.side in wanted]
     if not chosen:
@@ -242,7 +186,7 @@ def capture_features(
     backbone: Backbone,
     latents: torch.Tensor,
     timestep: int,
-    conditioning: tuple[torch.Tensor, dict[str, torch.Tensor] | None],
+    conditioning: Conditioning,
     *,
     early_exit: bool = True,
 ) -> torch.Tensor:
@@ -252,7 +196,7 @@ def capture_features(
     With ``early_exit`` the forward pass stops right after that module, so the decoder never runs; the
     features are the same as those of a full forward pass.
     """
-    _, module = feature_layer(backbone.unet)
+    _, module = backbone.adapter.feature_layer(backbone.unet)
     captured: list[torch.Tensor] = []
 
     def hook(_module: Any, _inputs: Any, output: torch.Tensor) -> None:

@@ -1,11 +1,14 @@
-"""From pixels to the UNet's inputs: VAE latents, optional noise at a timestep, empty-prompt conditioning."""
+"""From pixels to the UNet's inputs: VAE latents, optional noise at a timestep, empty-prompt conditioning.
+
+Each function hands the work to the backbone's family adapter (:mod:`zeroseg.backbones.families`).
+"""
 
 from __future__ import annotations
 
 import torch
 
-from zeroseg.backbones.loading import Backbone
-from zeroseg.errors import ConfigError
+from zeroseg.backbones.backbone import Backbone
+from zeroseg.backbones.families import Conditioning
 
 
 @torch.inference_mode()
@@ -15,11 +18,7 @@ def encode_images(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     The latent is the posterior **mean** times the VAE's scaling factor (0.18215 for SD 1.x/2.x, 0.13025 for the
     SDXL family), as both official codes do; no sampling. The VAE runs in float32.
     """
-    vae = backbone.vae
-    x = images.to(backbone.device, torch.float32) * 2.0 - 1.0
-    mean = vae.encode(x).latent_dist.mean
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (mean - shift) * vae.config.scaling_factor
+    return backbone.adapter.encode_images(backbone, images)
 
 
 def add_noise(backbone: Backbone, latents: torch.Tensor, timestep: int, *, seed: int | None) -> torch.Tensor:
@@ -31,20 +30,11 @@ def add_noise(backbone: Backbone, latents: torch.Tensor, timestep: int, *, seed:
     """
     if seed is None:
         return latents
-    num_steps = backbone.alphas_cumprod.numel()
-    if not 0 <= timestep < num_steps:
-        raise ConfigError(f"`timestep` must be in [0, {num_steps - 1}] (got {timestep})")
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    noise = torch.randn((1, *latents.shape[1:]), generator=generator, dtype=torch.float32)
-    noise = noise.to(latents.device).expand_as(latents)
-    alpha = backbone.alphas_cumprod[timestep].item()
-    return latents * alpha**0.5 + noise * (1.0 - alpha) ** 0.5
+    return backbone.adapter.add_noise(backbone, latents, timestep, seed=seed)
 
 
 @torch.inference_mode()
-def empty_prompt_conditioning(
-    backbone: Backbone, batch_size: int, image_size: int
-) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+def empty_prompt_conditioning(backbone: Backbone, batch_size: int, image_size: int) -> Conditioning:
     """Text conditioning of the empty prompt, computed once per model and image size, expanded to the batch.
 
     SD 1.x/2.x: the text encoder's last hidden state of ``""`` padded to 77 tokens. SDXL family: the penultimate
@@ -52,36 +42,4 @@ def empty_prompt_conditioning(
     the size conditioning ``time_ids = [S, S, 0, 0, S, S]`` (original size, crop offset, target size), exactly as
     the diffusers SDXL pipeline builds them for an empty prompt without classifier-free guidance.
     """
-    key = (image_size,)
-    if key not in backbone._conditioning:
-        backbone._conditioning[key] = _encode_empty_prompt(backbone, image_size)
-    hidden, added = backbone._conditioning[key]
-    hidden = hidden.expand(batch_size, -1, -1)
-    if added is None:
-        return hidden, None
-    return hidden, {name: value.expand(batch_size, -1) for name, value in added.items()}
-
-
-def _encode_empty_prompt(backbone: Backbone, image_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-    states = []
-    pooled = None
-    for tokenizer, encoder in zip(backbone.tokenizers, backbone.text_encoders, strict=True):
-        ids = tokenizer(
-            "",
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(backbone.device)
-        if backbone.family == "sd":
-            states.append(encoder(ids)[0])
-        else:
-            out = encoder(ids, output_hidden_states=True)
-            states.append(out.hidden_states[-2])
-            pooled = out[0]
-    hidden = torch.cat(states, dim=-1).to(backbone.dtype)
-    if backbone.family == "sd":
-        return hidden, None
-    time_ids = torch.tensor([[image_size, image_size, 0, 0, image_size, image_size]], dtype=backbone.dtype)
-    added = {"text_embeds": pooled.to(backbone.dtype), "time_ids": time_ids.to(backbone.device)}
-    return hidden, added
+    return backbone.conditioning(batch_size, image_size)

@@ -1,77 +1,39 @@
-"""Load the parts of a Stable Diffusion family model that segmentation needs.
+"""Load the parts of a diffusion model that segmentation needs, from a local folder, the cache or the hub.
 
-Only the UNet, the VAE, the text encoder(s) with their tokenizer(s) and the noise schedule are loaded; never the
-safety checker, the image encoder or the VAE decoder's consumers. Works for SD 1.x and 2.x (one text encoder) and
-the SDXL family (SDXL, SSD-1B, Segmind-Vega, SDXL-Turbo: two text encoders and added time conditioning), from a
-hub id, a local folder in diffusers layout, or a single ``.safetensors``/``.ckpt`` file.
+Only the components the model's family declares are loaded (UNet, VAE, text encoder(s) with their tokenizer(s),
+the noise schedule); never the safety checker or the image encoder. The family is detected explicitly from the
+model's ``model_index.json`` and denoiser config (see :mod:`zeroseg.backbones.families`). Works from a hub id, a
+local folder in diffusers layout, or a single ``.safetensors``/``.ckpt`` file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from zeroseg.backbones import hub
+from zeroseg.backbones.backbone import Backbone
+from zeroseg.backbones.families import (
+    DENOISER_FOLDERS,
+    FAMILIES,
+    BackboneFamily,
+    LoadedParts,
+    detect_folder_family,
+)
 from zeroseg.backbones.presets import resolve_model
+from zeroseg.backbones.weights import choose_variants, needed_files
 from zeroseg.errors import ConfigError, WeightsNotFoundError, one_line
 
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-
-@dataclass(eq=False)
-class Backbone:
-    """A loaded diffusion model, ready to encode images and run one UNet step.
-
-    Attributes:
-        model: the model as resolved (hub id, local folder or checkpoint file).
-        family: ``"sd"`` (one text encoder) or ``"sdxl"`` (two text encoders, added time ids).
-        unet: the ``UNet2DConditionModel`` in ``dtype`` on ``device``.
-        vae: the ``AutoencoderKL``, kept in float32 (the SDXL VAE overflows in float16 at 1024 px).
-        tokenizers / text_encoders: one (SD) or two (SDXL family) of each.
-        alphas_cumprod: the training noise schedule, float64 ``(T,)``.
-        device / dtype: where and in which precision the UNet runs.
-    """
-
-    model: str
-    family: str
-    unet: Any
-    vae: Any
-    tokenizers: list[Any]
-    text_encoders: list[Any]
-    alphas_cumprod: torch.Tensor
-    device: torch.device
-    dtype: torch.dtype
-    revision: str | None = None
-    _conditioning: dict[Any, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Pixels per latent cell (8 for every released SD model), read from the VAE config."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def latent_divisor(self) -> int:
-        """Image sides must be multiples of this so that every UNet resolution is a whole number."""
-        num_down = sum(1 for block in self.unet.down_blocks if getattr(block, "downsamplers", None))
-        return self.vae_scale_factor * 2**num_down
-
-    def identity(self) -> dict[str, Any]:
-        """What identifies these weights, for cache keys: the hub id and revision, or a local path and mtime."""
-        path = Path(self.model)
-        ident: dict[str, Any] = {"model": self.model, "revision": self.revision, "family": self.family}
-        if path.exists():
-            ident["model"] = str(path.resolve())
-            ident["mtime"] = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
-        return ident
+__all__ = ["DEVICES", "Backbone", "default_dtype", "load_backbone", "resolve_device", "resolve_dtype"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -129,7 +91,7 @@ def load_backbone(
     config: str | None = None,
     local_files_only: bool | None = None,
 ) -> Backbone:
-    """Load a Stable Diffusion family model for segmentation.
+    """Load a diffusion model of a registered family for segmentation.
 
     Args:
         model: a short name (``ssd1b``, ``sd14``, see ``MODEL_ALIASES``), a hub id, a local folder in diffusers
@@ -137,59 +99,159 @@ def load_backbone(
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``. The library default is CPU (as diffusers').
         dtype: precision of the UNet and text encoders; ``None``/``"auto"`` = float16 on CUDA, float32 elsewhere.
             The VAE always runs in float32.
-        revision / variant: passed to ``from_pretrained`` (e.g. ``variant="fp16"`` for smaller downloads).
+        revision: the hub revision (branch, tag or commit).
+        variant: the weight variant to load (``"fp16"``). By default the ``fp16`` variant is used where a
+            component has one and ``dtype`` is float16 (it loses nothing then and halves the download), the
+            full weights otherwise; an explicit variant always wins.
         config: for a single checkpoint file, a local diffusers folder (or hub id) whose configs describe it.
-        local_files_only: never touch the network (defaults to the ``HF_HUB_OFFLINE`` setting).
+        local_files_only: never touch the network (defaults to the ``HF_HUB_OFFLINE`` setting). A hub model in
+            the local cache is always loaded from there without a network request.
 
     Raises:
-        WeightsNotFoundError: the weights are neither on disk nor downloadable; the message names the model,
-            what is missing and how to pass a local path.
+        WeightsNotFoundError: the weights are neither on disk nor downloadable, or no family recognises the
+            model; the message names the model, what is missing and how to pass a local path.
     """
     resolved = resolve_model(model)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        local_files_only = hub.hub_offline()
     path = Path(resolved).expanduser()
     looks_local = path.exists() or resolved.startswith((".", "/", "~")) or path.suffix in (".safetensors", ".ckpt")
     if looks_local and not path.exists():
         raise WeightsNotFoundError(f"model `{model}`: no such file or folder {str(path)!r}")
-    try:
+    if path.is_file():
         with _quiet_loading():
-            if path.is_file():
-                parts = _load_single_file(path, config=config, dtype=torch_dtype, local_files_only=local_files_only)
-            else:
-                source = str(path) if path.is_dir() else resolved
-                parts = _load_pretrained(
-                    source,
-                    dtype=torch_dtype,
-                    revision=revision,
-                    variant=variant,
-                    local_files_only=local_files_only,
-                )
-    except WeightsNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise WeightsNotFoundError(_missing_message(model, resolved, exc, is_local=path.exists())) from None
-    unet, vae, tokenizers, text_encoders, alphas = parts
-    unet.to(dev).eval().requires_grad_(False)
-    vae.to(dev).eval().requires_grad_(False)
-    for encoder in text_encoders:
-        encoder.to(dev).eval().requires_grad_(False)
-    family = "sdxl" if len(text_encoders) == 2 else "sd"
-    logger.info("loaded %s (%s family) on %s in %s", resolved, family, dev, torch_dtype)
+            family, parts, variants = _load_single_file(
+                path, config=config, dtype=torch_dtype, local_files_only=local_files_only
+            )
+    elif path.is_dir():
+        family, parts, variants = _load_folder(path, model=model, dtype=torch_dtype, variant=variant)
+    else:
+        family, parts, variants = _load_hub(
+            model, resolved, dtype=torch_dtype, revision=revision, variant=variant, offline=local_files_only
+        )
+    for module in (parts.unet, parts.vae, *parts.text_encoders):
+        module.to(dev).eval().requires_grad_(False)
+    logger.info("loaded %s (%s family) on %s in %s", resolved, family.name, dev, torch_dtype)
     return Backbone(
         model=str(path) if path.exists() else resolved,
-        family=family,
-        unet=unet,
-        vae=vae,
-        tokenizers=tokenizers,
-        text_encoders=text_encoders,
-        alphas_cumprod=alphas,
+        family=family.name,
+        unet=parts.unet,
+        vae=parts.vae,
+        tokenizers=parts.tokenizers,
+        text_encoders=parts.text_encoders,
+        alphas_cumprod=parts.alphas_cumprod,
         device=dev,
         dtype=torch_dtype,
         revision=revision,
+        variants=variants,
     )
+
+
+def local_files(folder: Path) -> list[str]:
+    """Every file under ``folder`` as a ``/``-separated path relative to it."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _load_folder(
+    folder: Path, *, model: str, dtype: torch.dtype, variant: str | None, explain_errors: bool = True
+) -> tuple[BackboneFamily, LoadedParts, dict[str, str | None]]:
+    """Detect the family of a diffusers folder and load its components with the chosen weight variants.
+
+    With ``explain_errors`` a component that cannot be read becomes a one-line :class:`WeightsNotFoundError`;
+    without, the loader's own error is raised (the cache path then falls back to a download).
+    """
+    family = detect_folder_family(folder, model=model)
+    variants = choose_variants(local_files(folder), family.components, dtype=dtype, variant=variant, model=model)
+    try:
+        with _quiet_loading():
+            return family, family.load(folder, dtype=dtype, variants=variants), variants
+    except (OSError, ValueError) as exc:
+        if not explain_errors:
+            raise
+        raise WeightsNotFoundError(
+            f"model `{model}`: the folder is not a complete diffusers model (need "
+            f"{', '.join(c + '/' for c in family.components)}): {one_line(exc)}"
+        ) from None
+
+
+def _load_hub(
+    model: str, repo: str, *, dtype: torch.dtype, revision: str | None, variant: str | None, offline: bool
+) -> tuple[BackboneFamily, LoadedParts, dict[str, str | None]]:
+    """From the local cache when the model is complete there, else download what the family needs, then load."""
+    snapshot = hub.cached_snapshot(repo, revision)
+    if snapshot is not None:
+        try:
+            return _load_folder(snapshot, model=model, dtype=dtype, variant=variant, explain_errors=False)
+        except (OSError, ValueError) as exc:
+            if offline:
+                raise WeightsNotFoundError(_not_cached_message(model, repo, f"incomplete: {one_line(exc)}")) from None
+            logger.info("%s is only partly in the local cache; completing the download", repo)
+    if offline:
+        raise WeightsNotFoundError(_not_cached_message(model, repo, "HF_HUB_OFFLINE is set"))
+    hub.check_reachable(model, repo)
+    try:
+        with _quiet_hub():
+            folder = _download(model, repo, dtype=dtype, revision=revision, variant=variant)
+    except WeightsNotFoundError:
+        raise
+    except Exception as exc:
+        if hub.is_connection_error(exc):
+            raise hub.HubUnreachableError(hub.unreachable_message(model, repo, one_line(exc))) from None
+        if isinstance(exc, (OSError, ValueError)):
+            raise WeightsNotFoundError(
+                f"model `{model}` ({repo}): could not be downloaded from the Hugging Face hub ({one_line(exc)}); "
+                f"check the name, or pass a local folder with --model /path/to/model"
+            ) from None
+        raise
+    return _load_folder(folder, model=model, dtype=dtype, variant=variant)
+
+
+def _download(model: str, repo: str, *, dtype: torch.dtype, revision: str | None, variant: str | None) -> Path:
+    """Fetch the configs, detect the family, then fetch only its components with one weight set each."""
+    files = hub.repo_files(repo, revision)
+    configs = ["model_index.json", *(f"{name}/config.json" for name in DENOISER_FOLDERS)]
+    family = detect_folder_family(hub.download(repo, [n for n in configs if n in files], revision), model=model)
+    variants = choose_variants(files, family.components, dtype=dtype, variant=variant, model=model)
+    return hub.download(repo, needed_files(files, family.components, variants), revision)
+
+
+def _not_cached_message(model: str, repo: str, why: str) -> str:
+    return (
+        f"model `{model}` ({repo}): weights not found in the local Hugging Face cache ({why}); on a machine "
+        f"without network, download the model elsewhere and pass its folder with --model /path/to/model"
+    )
+
+
+def _load_single_file(
+    path: Path, *, config: str | None, dtype: torch.dtype, local_files_only: bool
+) -> tuple[BackboneFamily, LoadedParts, dict[str, str | None]]:
+    """Try each family's single-file reader, the later-registered (more specific) first."""
+    errors: list[BaseException] = []
+    for family in reversed(FAMILIES.values()):
+        try:
+            parts = family.load_single_file(path, config=config, dtype=dtype, local_files_only=local_files_only)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+            errors.append(exc)
+            continue
+        if parts is not None:
+            return family, parts, {}
+    hint = "" if config else " (pass `config=` / --model-config with a local diffusers folder of the same architecture)"
+    reason = f": {one_line(errors[-1])}" if errors else ": no model family recognises it"
+    raise WeightsNotFoundError(f"model `{path}`: cannot read this checkpoint file{hint}{reason}")
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Silence the hub client's connection warnings (a failure becomes one error line instead)."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(hub_level)
 
 
 @contextlib.contextmanager
@@ -198,9 +260,6 @@ def _quiet_loading() -> Iterator[None]:
     import diffusers.utils.logging as diffusers_logging
     import transformers.utils.logging as transformers_logging
 
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)
     saved = (
         diffusers_logging.get_verbosity(),
         transformers_logging.get_verbosity(),
@@ -212,84 +271,13 @@ def _quiet_loading() -> Iterator[None]:
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
+        with _quiet_hub(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        hub_logger.setLevel(hub_level)
         diffusers_logging.set_verbosity(saved[0])
         transformers_logging.set_verbosity(saved[1])
         if saved[2]:
             diffusers_logging.enable_progress_bar()
         if saved[3]:
             transformers_logging.enable_progress_bar()
-
-
-def _load_pretrained(
-    source: str, *, dtype: torch.dtype, revision: str | None, variant: str | None, local_files_only: bool
-) -> tuple:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    common: dict[str, Any] = {"revision": revision, "local_files_only": local_files_only}
-    weights = {**common, "variant": variant}
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **weights)
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32, **weights)
-    tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common)]
-    text_encoders = [CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **weights)]
-    if getattr(unet.config, "addition_embed_type", None) == "text_time":
-        tokenizers.append(CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **common))
-        text_encoders.append(
-            CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", dtype=dtype, **weights)
-        )
-    scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **common)
-    alphas = _alphas_cumprod(scheduler_config)
-    return unet, vae, tokenizers, text_encoders, alphas
-
-
-def _load_single_file(path: Path, *, config: str | None, dtype: torch.dtype, local_files_only: bool) -> tuple:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    errors = []
-    for pipeline_class in (StableDiffusionXLPipeline, StableDiffusionPipeline):
-        try:
-            pipe = pipeline_class.from_single_file(
-                str(path),
-                config=config,
-                torch_dtype=dtype,
-                local_files_only=local_files_only,
-                load_safety_checker=False,
-            )
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-            errors.append(exc)
-            continue
-        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if getattr(pipe, "tokenizer_2", None) else [])
-        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
-        if len(encoders) == 2 and getattr(pipe.unet.config, "addition_embed_type", None) != "text_time":
-            continue
-        alphas = _alphas_cumprod(dict(pipe.scheduler.config))
-        return pipe.unet, pipe.vae.to(torch.float32), tokenizers, encoders, alphas
-    hint = "" if config else " (pass `config=` / --model-config with a local diffusers folder of the same architecture)"
-    raise WeightsNotFoundError(f"model `{path}`: cannot read this checkpoint file{hint}: {one_line(errors[-1])}")
-
-
-def _alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
-    """The cumulative product of (1 - beta) from a scheduler config, as every DDPM-family scheduler computes it."""
-    from diffusers import DDPMScheduler
-
-    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-    scheduler = DDPMScheduler(**{k: config[k] for k in keys if config.get(k) is not None})
-    return scheduler.alphas_cumprod.to(torch.float64)
-
-
-def _missing_message(model: str, resolved: str, exc: BaseException, *, is_local: bool) -> str:
-    if is_local:
-        return (
-            f"model `{model}`: the folder is not a complete diffusers model (need unet/, vae/, text_encoder/, "
-            f"tokenizer/ and scheduler/): {one_line(exc)}"
-        )
-    return (
-        f"model `{model}` ({resolved}): weights not found in the local Hugging Face cache and could not be "
-        f"downloaded ({one_line(exc)}); on a machine without network, download the model elsewhere and "
-        f"pass its folder with --model /path/to/model"
-    )

@@ -1,0 +1,100 @@
+"""Latents, noise, conditioning, captured attention and features of the tiny models, pinned bit for bit.
+
+The pins (``pinned_outputs.json``) were written from the backbone code before the family adapters existed, so
+any refactor of loading, encoding or capture must reproduce them exactly. They depend on the torch build (float
+kernels differ between versions), so they are compared only under the torch version that wrote them; rewrite
+them with ``python tests/backbones/test_pinned_outputs.py --write`` after a deliberate change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+PINS = Path(__file__).with_name("pinned_outputs.json")
+SIZE = 128
+
+
+def _digest(value: torch.Tensor) -> str:
+    tensor = value.detach().contiguous().cpu()
+    header = f"{tuple(tensor.shape)}|{tensor.dtype}|".encode()
+    return hashlib.sha256(header + tensor.numpy().tobytes()).hexdigest()
+
+
+def _state_digest(module: torch.nn.Module) -> str:
+    hasher = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        hasher.update(name.encode() + _digest(tensor).encode())
+    return hasher.hexdigest()
+
+
+def outputs(backbone) -> dict[str, str]:
+    """Digest of everything the backbone hands to the methods, for one seeded batch of two images.
+
+    Runs on one thread: CPU float reductions split over threads are not bit-reproducible across thread counts.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _outputs(backbone)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _outputs(backbone) -> dict[str, str]:
+    from zeroseg.backbones import (
+        add_noise,
+        capture_features,
+        capture_self_attention,
+        empty_prompt_conditioning,
+        encode_images,
+    )
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, SIZE, SIZE, generator=generator)
+    latents = encode_images(backbone, images)
+    noisy = add_noise(backbone, latents, 50, seed=3)
+    hidden, added = empty_prompt_conditioning(backbone, 2, SIZE)
+    digests = {"latents": _digest(latents), "noisy": _digest(noisy), "hidden": _digest(hidden)}
+    for name, value in sorted((added or {}).items()):
+        digests[f"added.{name}"] = _digest(value)
+    for side, probs in sorted(capture_self_attention(backbone, latents, 300, (hidden, added)).items()):
+        digests[f"attention.{side}"] = _digest(probs)
+    digests["features"] = _digest(capture_features(backbone, noisy, 50, (hidden, added)))
+    digests["alphas_cumprod"] = _digest(backbone.alphas_cumprod)
+    digests["unet"] = _state_digest(backbone.unet)
+    digests["vae"] = _state_digest(backbone.vae)
+    for i, encoder in enumerate(backbone.text_encoders):
+        digests[f"text_encoder.{i}"] = _state_digest(encoder)
+    return digests
+
+
+def _pins() -> dict:
+    return json.loads(PINS.read_text())
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_backbone_outputs_equal_the_pins_bit_for_bit(family, request):
+    pins = _pins()
+    if pins["torch"] != torch.__version__:
+        pytest.skip(f"pins were written with torch {pins['torch']}, this is {torch.__version__}")
+    backbone = request.getfixturevalue(f"{family}_backbone")
+    assert outputs(backbone) == pins[family]
+
+
+if __name__ == "__main__" and "--write" in sys.argv:
+    import tempfile
+
+    from zeroseg.backbones import load_backbone
+    from zeroseg.testing import make_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pins: dict = {"torch": torch.__version__}
+        for family in ("sd", "sdxl"):
+            pins[family] = outputs(load_backbone(str(make_tiny_model(Path(tmp) / family, family))))
+    PINS.write_text(json.dumps(pins, indent=2) + "\n")
