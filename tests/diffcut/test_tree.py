@@ -154,3 +154,30 @@ def test_bad_arguments_name_the_problem():
         build_ncut_tree(torch.ones(3, 4), max_tau=0.5)
     with pytest.raises(ConfigError, match="format"):
         NCutTree.from_dict({"format": "other"})
+
+
+def test_pipeline_keeps_the_tree_and_resegments_from_it(sdxl_backbone, monkeypatch):
+    import numpy as np
+
+    from zeroseg.pipeline import build_pipeline
+
+    image = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    settings = {"method": "diffcut", "model": sdxl_backbone.model, "image_size": 128, "pamr": False}
+    pipe = build_pipeline(**settings, backbone=sdxl_backbone, keep_capture=True, keep_tree=MAX_TAU)
+    (result,) = pipe(image)
+    assert isinstance(result.tree, NCutTree) and result.tree.max_tau == MAX_TAU and result.tree.alpha == 10.0
+    passes = pipe.segmenter.num_backbone_passes
+    direct = {tau: build_pipeline(**settings, backbone=sdxl_backbone, tau=tau)(image)[0] for tau in (0.2, 0.4, 0.6)}
+
+    def no_eigh(*args, **kwargs):
+        raise AssertionError("an eigenvector was computed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.linalg, "eigh", no_eigh)
+        for tau, expected in direct.items():
+            again = pipe.resegment(result, tau=tau)
+            assert np.array_equal(again.labels, expected.labels) and again.tree is result.tree
+    assert pipe.segmenter.num_backbone_passes == passes
+    # Another alpha changes the affinity: the tree is rebuilt, not reused.
+    rebuilt = pipe.resegment(result, alpha=5.0)
+    assert rebuilt.tree is not result.tree and rebuilt.tree.alpha == 5.0

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from zeroseg.diffcut.affinity import compute_affinity, normalize_features
 from zeroseg.diffcut.assign import DEFAULT_CHUNK_PIXELS, assign_concepts
 from zeroseg.diffcut.ncut import recursive_ncut
+from zeroseg.diffcut.tree import NCutTree
 from zeroseg.errors import ConfigError
 from zeroseg.refine.pamr import refine_labels
 from zeroseg.refine.relabel import relabel_sequential
@@ -41,6 +42,7 @@ def segment_features(
     pamr_dilations: Sequence[int] = (1, 2, 4, 8),
     exact_reference: bool = False,
     chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
+    tree: NCutTree | None = None,
 ) -> torch.Tensor:
     """Segment one captured feature map with DiffCut (official ``generate_masks`` plus PAMR).
 
@@ -60,6 +62,8 @@ def segment_features(
         exact_reference: keep the official code's quirks (the ``idx2keep`` node dropping in the recursion and
             dot-product concept scores) instead of the fixed behaviour.
         chunk_pixels: output pixels scored at once in concept assignment (bounds memory).
+        tree: the NCut tree of these features (``ncut_tree_from_features``) built with this ``alpha`` and
+            ``exact_reference`` at a ``max_tau >= tau``; the cut is then read from it (same labels, no eigensolve).
 
     Returns:
         (H, W) long labels, contiguous from 0.
@@ -72,8 +76,13 @@ def segment_features(
         raise ConfigError(f"`tau` must be a finite number, got {tau!r}")
     feats = normalize_features(features)
     grid = feats.shape[1:]
-    affinity = compute_affinity(feats, alpha=alpha)
-    coarse = recursive_ncut(affinity, tau=tau, exact_reference=exact_reference).reshape(grid)
+    if tree is not None:
+        if tree.grid != tuple(grid) or not tree.fits(tau=tau, alpha=alpha, exact_reference=exact_reference):
+            raise ConfigError("`tree` was built for other features or settings (grid, alpha, exact_reference, tau)")
+        coarse = tree.cut(tau)
+    else:
+        affinity = compute_affinity(feats, alpha=alpha)
+        coarse = recursive_ncut(affinity, tau=tau, exact_reference=exact_reference).reshape(grid)
     logger.debug("recursive NCut: %d segments on the %dx%d grid", int(coarse.max()) + 1, *grid)
     labels = assign_concepts(feats, coarse, (height, width), chunk_pixels=chunk_pixels, exact_reference=exact_reference)
     if image is not None:

@@ -72,6 +72,8 @@ class NCutTree:
         max_tau: the threshold the tree was built with; cuts are exact for ``tau <= max_tau``.
         grid: (h, w) of the feature grid, so that :meth:`cut` returns a 2-D map; None for flat labels.
         exact_reference: whether the recursion emulated the official ``idx2keep`` quirk.
+        alpha: the affinity exponent, when the tree was built from features (so a caller can tell whether the
+            tree still fits its settings).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class NCutTree:
         max_tau: float,
         grid: tuple[int, int] | None = None,
         exact_reference: bool = False,
+        alpha: float | None = None,
     ) -> None:
         if any(node.id != index for index, node in enumerate(nodes)):
             raise ConfigError("`nodes` must be listed in visiting order with ids 0..len-1")
@@ -92,6 +95,11 @@ class NCutTree:
         self.max_tau = float(max_tau)
         self.grid = None if grid is None else (int(grid[0]), int(grid[1]))
         self.exact_reference = bool(exact_reference)
+        self.alpha = None if alpha is None else float(alpha)
+
+    def fits(self, *, tau: float, alpha: float, exact_reference: bool) -> bool:
+        """Whether :meth:`cut` at ``tau`` gives what a direct run with these settings would."""
+        return 0 < tau <= self.max_tau and self.alpha == float(alpha) and self.exact_reference == bool(exact_reference)
 
     def __repr__(self) -> str:
         splits = sum(node.children is not None for node in self.nodes)
@@ -167,6 +175,7 @@ class NCutTree:
             "grid": None if self.grid is None else list(self.grid),
             "max_tau": self.max_tau,
             "exact_reference": self.exact_reference,
+            "alpha": self.alpha,
             "regions": [
                 {
                     "id": node.id,
@@ -218,6 +227,7 @@ class NCutTree:
             max_tau=float(data["max_tau"]),
             grid=None if grid is None else (int(grid[0]), int(grid[1])),
             exact_reference=bool(data.get("exact_reference", False)),
+            alpha=data.get("alpha"),
         )
 
     def _check_tau(self, tau: float) -> float:
@@ -308,4 +318,6 @@ def ncut_tree_from_features(
     feats = normalize_features(features)
     grid = (int(feats.shape[1]), int(feats.shape[2]))
     affinity = compute_affinity(feats, alpha=alpha)
-    return build_ncut_tree(affinity, max_tau=max_tau, exact_reference=exact_reference, grid=grid)
+    tree = build_ncut_tree(affinity, max_tau=max_tau, exact_reference=exact_reference, grid=grid)
+    tree.alpha = float(alpha)
+    return tree
