@@ -50,8 +50,8 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
     from zeroseg.options import method_options
     from zeroseg.web.sample import write_sample
 
-    service = service or SegmentService(**service_options)
-    store = store or SessionStore()
+    service = service if service is not None else SegmentService(**service_options)
+    store = store if store is not None else SessionStore()
     sample_path = write_sample(store.root)
     models = service.models
 
@@ -88,10 +88,11 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                     groups[name] = group
             with gr.Column(scale=2):
                 status = gr.Markdown("Upload an image to start.", elem_id="status")
+                picture = {"interactive": False, "height": 320}
                 with gr.Row():
-                    shown = gr.Image(label="Input", interactive=False, elem_id="input-image", format="png")
-                    overlay = gr.Image(label="Overlay", interactive=False, elem_id="overlay", format="jpeg")
-                label_map = gr.Image(label="Label map", interactive=False, elem_id="label-map", format="png")
+                    shown = gr.Image(label="Input", elem_id="input-image", format="png", **picture)
+                    overlay = gr.Image(label="Overlay", elem_id="overlay", format="jpeg", **picture)
+                label_map = gr.Image(label="Label map", elem_id="label-map", format="png", **picture)
                 table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="segments", label="Segments")
                 with gr.Row():
                     downloads = {

@@ -218,6 +218,12 @@ class SegmentService:
         limit = self.limits.max_upload_bytes
         if size > limit:
             raise ImageError(f"{name}: the file is {_megabytes(size)}, over the {_megabytes(limit)} upload limit")
+        width, height = _header_size(path)
+        if width * height > self.limits.max_pixels:
+            raise ImageError(
+                f"{name}: {width}x{height} = {width * height:,} pixels, over this page's limit of "
+                f"{self.limits.max_pixels:,} pixels; downscale it first"
+            )
         try:
             return load_image(path, max_pixels=self.limits.max_pixels)
         except ImageError as exc:
@@ -332,6 +338,22 @@ def _describe(exc: ZeroSegError, method: str | None) -> str:
 
     text = describe_error(exc, method) if isinstance(exc, ConfigError) else str(exc)
     return one_line(text)
+
+
+def _header_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Width and height from the file header, no pixel decoded; (0, 0) when unreadable (the loader then says
+    what is wrong, as on the command line)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except Exception:  # noqa: BLE001 - any failure is reported by load_image with its own message
+        return 0, 0
 
 
 def _megabytes(size: int) -> str:
