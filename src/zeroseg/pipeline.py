@@ -67,6 +67,8 @@ class Pipeline:
         batch_size: images per backbone pass.
         keep_capture: keep each image's capture in its result, so :meth:`resegment` can redo the method with
             other settings without a backbone pass (the web UI does this).
+        keep_tree: for methods with an NCut tree (DiffCut), build it up to this largest tau and keep it in each
+            result (``result.tree``); :meth:`resegment` at a tau up to it then reads the cut from the tree.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Pipeline:
         batch_size: int = 1,
         keep_capture: bool = False,
         naming_settings: dict[str, Any] | None = None,
+        keep_tree: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"must be at least 1 (got {batch_size})", setting="batch_size")
@@ -89,6 +92,7 @@ class Pipeline:
         self.batch_size = batch_size
         self.keep_capture = keep_capture
         self.naming_settings = naming_settings or {}
+        self.keep_tree = keep_tree
 
     @property
     def method(self) -> str:
@@ -137,7 +141,7 @@ class Pipeline:
         loaded = _Loaded(result.source, pil, to_tensor(pil), 0.0)
         clone = copy.copy(self)
         clone.segmenter, clone.keep_capture = segmenter, True
-        return clone._finish(loaded, result.capture, capture_seconds=0.0)
+        return clone._finish(loaded, result.capture, capture_seconds=0.0, tree=result.tree)
 
     # ------------------------------------------------------------------------------------------ stages
 
@@ -176,10 +180,23 @@ class Pipeline:
         except (RuntimeError, ValueError, OSError) as exc:
             return Failure(entry.source, f"{entry.source or 'image'}: {type(exc).__name__}: {one_line(exc)}", exc)
 
-    def _finish(self, entry: _Loaded, capture: dict[str, Any], *, capture_seconds: float) -> SegmentationResult:
+    def _tree_for(self, capture: dict[str, Any], kept: Any) -> Any:
+        """The NCut tree to cut (``kept`` when it fits the settings), or None when trees are off or unsupported."""
+        if self.keep_tree is None or not hasattr(self.segmenter, "ncut_tree"):
+            return None
+        cfg = self.segmenter.config
+        if kept is not None and kept.fits(tau=cfg.tau, alpha=cfg.alpha, exact_reference=cfg.exact_reference):
+            return kept
+        return self.segmenter.ncut_tree(capture, max_tau=max(self.keep_tree, cfg.tau))
+
+    def _finish(
+        self, entry: _Loaded, capture: dict[str, Any], *, capture_seconds: float, tree: Any = None
+    ) -> SegmentationResult:
         size = (entry.tensor.shape[1], entry.tensor.shape[2])
         start = time.perf_counter()
-        labels = self.segmenter.segment_capture(capture, output_size=size, image=entry.tensor)
+        tree = self._tree_for(capture, tree)
+        extra = {"tree": tree} if tree is not None else {}
+        labels = self.segmenter.segment_capture(capture, output_size=size, image=entry.tensor, **extra)
         labels = labels.numpy().astype(np.int32) if isinstance(labels, torch.Tensor) else np.asarray(labels, np.int32)
         timings = {"load": entry.load_seconds, "capture": capture_seconds, "segment": time.perf_counter() - start}
         segments = None
@@ -195,6 +212,7 @@ class Pipeline:
             segments=segments if segments is not None else segments_of(labels),
             image=np.asarray(entry.pil),
             capture=capture if self.keep_capture else None,
+            tree=tree,
             timings=timings,
         )
 
@@ -237,6 +255,7 @@ def build_pipeline(
     naming: NamingOptions | None = None,
     batch_size: int = 1,
     keep_capture: bool = False,
+    keep_tree: float | None = None,
     backbone: Any = None,
     **settings: Any,
 ) -> Pipeline:
@@ -247,7 +266,7 @@ def build_pipeline(
         device / dtype / revision / variant / model_config: how the backbone loads (see
             :class:`~zeroseg.segmenter.Segmenter`).
         naming: open-vocabulary naming (:class:`NamingOptions`), or ``None``.
-        batch_size / keep_capture: see :class:`Pipeline`.
+        batch_size / keep_capture / keep_tree: see :class:`Pipeline`.
         backbone: an already loaded backbone to share.
         **settings: method config fields (text values are parsed as on the command line, e.g.
             ``kl_threshold="1.1,0.9,0.9"``).
@@ -281,6 +300,7 @@ def build_pipeline(
         merge_same_label=bool(naming and naming.merge_same_label),
         batch_size=batch_size,
         keep_capture=keep_capture,
+        keep_tree=keep_tree,
         naming_settings=naming.to_dict() if namer is not None else None,
     )
 

@@ -100,10 +100,11 @@ def env() -> None:
 
 
 def _register_commands() -> None:
-    from zeroseg.cli import evaluate, segment
+    from zeroseg.cli import evaluate, segment, serve
 
     segment.register(app)
     evaluate.register(app)
+    serve.register(app)
 
 
 _register_commands()

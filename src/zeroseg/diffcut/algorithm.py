@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from zeroseg.diffcut.affinity import compute_affinity, normalize_features
 from zeroseg.diffcut.assign import DEFAULT_CHUNK_PIXELS, assign_concepts
 from zeroseg.diffcut.ncut import recursive_ncut
+from zeroseg.diffcut.tree import NCutTree
 from zeroseg.errors import ConfigError
 from zeroseg.refine.pamr import check_max_pixels, refine_labels, refine_masks_to_labels, resize_image, working_size
 from zeroseg.refine.relabel import relabel_sequential
@@ -45,6 +46,7 @@ def segment_features(
     exact_reference: bool = False,
     chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
     pamr_max_pixels: int | None = DEFAULT_PAMR_MAX_PIXELS,
+    tree: NCutTree | None = None,
 ) -> torch.Tensor:
     """Segment one captured feature map with DiffCut (official ``generate_masks`` plus PAMR).
 
@@ -72,6 +74,8 @@ def segment_features(
         chunk_pixels: output pixels scored at once in concept assignment (bounds memory).
         pamr_max_pixels: bound on the PAMR working resolution (default 1024 * 1024); 0 or None refines at
             ``out_size`` whatever its size.
+        tree: the NCut tree of these features (``ncut_tree_from_features``) built with this ``alpha`` and
+            ``exact_reference`` at a ``max_tau >= tau``; the cut is then read from it (same labels, no eigensolve).
 
     Returns:
         (H, W) long labels, contiguous from 0.
@@ -88,8 +92,13 @@ def segment_features(
         raise ConfigError(f"`image` must be a (3, H, W) float tensor in [0, 1], got {shape}")
     feats = normalize_features(features)
     grid = feats.shape[1:]
-    affinity = compute_affinity(feats, alpha=alpha)
-    coarse = recursive_ncut(affinity, tau=tau, exact_reference=exact_reference).reshape(grid)
+    if tree is not None:
+        if tree.grid != tuple(grid) or not tree.fits(tau=tau, alpha=alpha, exact_reference=exact_reference):
+            raise ConfigError("`tree` was built for other features or settings (grid, alpha, exact_reference, tau)")
+        coarse = tree.cut(tau)
+    else:
+        affinity = compute_affinity(feats, alpha=alpha)
+        coarse = recursive_ncut(affinity, tau=tau, exact_reference=exact_reference).reshape(grid)
     logger.debug("recursive NCut: %d segments on the %dx%d grid", int(coarse.max()) + 1, *grid)
     work = working_size((height, width), max_pixels) if image is not None else (height, width)
     labels = assign_concepts(feats, coarse, work, chunk_pixels=chunk_pixels, exact_reference=exact_reference)

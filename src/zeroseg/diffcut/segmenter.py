@@ -7,6 +7,7 @@ import torch
 from zeroseg.backbones import capture_features
 from zeroseg.diffcut.algorithm import segment_features
 from zeroseg.diffcut.config import DiffCutConfig
+from zeroseg.diffcut.tree import NCutTree, ncut_tree_from_features
 from zeroseg.segmenter import Segmenter
 
 
@@ -42,9 +43,10 @@ class DiffCut(Segmenter):
         *,
         output_size: tuple[int, int],
         image: torch.Tensor | None = None,
+        tree: NCutTree | None = None,
     ) -> torch.Tensor:
         """Cut the features and assign concepts at ``output_size``; PAMR runs there when ``image`` is given
-        and the config enables it."""
+        and the config enables it. With ``tree`` (:meth:`ncut_tree` of this capture) the cut is read from it."""
         cfg = self.config
         return segment_features(
             capture["features"].float(),
@@ -55,4 +57,13 @@ class DiffCut(Segmenter):
             pamr_iters=cfg.pamr_iters,
             pamr_dilations=cfg.pamr_dilations,
             exact_reference=cfg.exact_reference,
+            tree=tree,
+        )
+
+    def ncut_tree(self, capture: dict[str, torch.Tensor], *, max_tau: float) -> NCutTree:
+        """The NCut tree of a capture with this config's ``alpha`` and ``exact_reference``, cut up to ``max_tau``:
+        :meth:`segment_capture` with it and any ``tau <= max_tau`` needs no eigensolve."""
+        cfg = self.config
+        return ncut_tree_from_features(
+            capture["features"].float(), alpha=cfg.alpha, max_tau=max_tau, exact_reference=cfg.exact_reference
         )

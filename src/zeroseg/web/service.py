@@ -1,0 +1,360 @@
+"""What the web page does, without the page: load an upload, run the pipeline, re-segment, write the downloads.
+
+Everything here goes through :mod:`zeroseg.pipeline` and :mod:`zeroseg.writers`; the Gradio layer
+(:mod:`zeroseg.web.app`) only wires widgets to :class:`SegmentService` calls, so the behaviour is tested without
+a browser. Imports no Gradio.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zeroseg.errors import ConfigError, ImageError, ZeroSegError, one_line
+from zeroseg.web.sessions import Session
+
+logger = logging.getLogger(__name__)
+
+TAU_MAX = 0.9
+"""Largest tau the page offers; DiffCut's NCut tree is cut once up to it, then every tau is read from it."""
+
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 16_000_000
+
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, description: str) -> None:
+    """Progress sink when the caller shows none."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a public page accepts: upload size in bytes and image size in pixels (width * height)."""
+
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class View:
+    """Everything the page shows after a segmentation (or an error: ``error`` set, the rest empty)."""
+
+    status: str
+    error: bool = False
+    image: np.ndarray | None = None
+    overlay: Any = None
+    label_map: np.ndarray | None = None
+    rows: list[list[Any]] = field(default_factory=list)
+    downloads: dict[str, Path] = field(default_factory=dict)
+    num_segments: int = 0
+
+
+TABLE_HEADERS = ["id", "area (px)", "area (%)", "bbox (x, y, w, h)", "label", "score"]
+
+
+class SegmentService:
+    """Pipelines per (method, model), loaded on first use, with one backbone pass at a time per model.
+
+    Args:
+        models: model names offered (short names, hub ids, folders); the first is the default. Empty means
+            each method's own default model.
+        methods: methods offered; the first is the default.
+        device / dtype: where and in which precision the UNets run.
+        capture_settings: capture settings applied to every method (e.g. ``{"image_size": 512}``).
+        naming: keyword arguments of :class:`zeroseg.pipeline.NamingOptions` besides the labels (CLIP model
+            and weights), used when a user types a vocabulary.
+        limits: upload limits.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: Sequence[str] = (),
+        methods: Sequence[str] = ("diffcut", "diffseg"),
+        device: str = "cpu",
+        dtype: str | None = None,
+        capture_settings: dict[str, Any] | None = None,
+        naming: dict[str, Any] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        from zeroseg.registry import get_method
+
+        for method in methods:
+            get_method(method)  # unknown method: one-line ConfigError before anything loads
+        if not methods:
+            raise ConfigError("at least one method must be offered", setting="method")
+        self.models = list(models)
+        self.methods = list(methods)
+        self.device = device
+        self.dtype = dtype
+        self.capture_settings = dict(capture_settings or {})
+        self.naming = dict(naming or {})
+        self.limits = limits or Limits()
+        self._pipelines: dict[tuple[str, str | None], Any] = {}
+        self._backbones: dict[str | None, Any] = {}
+        self._namers: dict[str, Any] = {}
+        self._load_lock = threading.Lock()
+        self._model_locks: dict[str | None, threading.Lock] = {}
+        self._waiting: dict[str | None, int] = {}
+        self._count_lock = threading.Lock()
+        self.backbone_passes = 0
+        """Backbone passes run by this service (all sessions); a re-segmentation never adds one."""
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    def default_model(self, method: str) -> str | None:
+        """The model a method uses when the page offers no choice."""
+        return self.models[0] if self.models else None
+
+    def pipeline(self, method: str, model: str | None) -> Any:
+        """The pipeline of ``method`` on ``model`` (loaded once; models are shared between methods)."""
+        from zeroseg.pipeline import build_pipeline
+
+        key = (method, model)
+        with self._load_lock:
+            if key not in self._pipelines:
+                settings = dict(self.capture_settings)
+                if model is not None:
+                    settings["model"] = model
+                pipe = build_pipeline(
+                    method,
+                    device=self.device,
+                    dtype=self.dtype,
+                    keep_capture=True,
+                    keep_tree=TAU_MAX,
+                    backbone=self._backbones.get(model),
+                    **settings,
+                )
+                self._backbones.setdefault(model, pipe.segmenter.backbone)
+                self._pipelines[key] = pipe
+            return self._pipelines[key]
+
+    def namer(self, labels: str) -> Any:
+        """The CLIP namer of a typed vocabulary (``cat,dog,sky|clouds``), loaded once per vocabulary."""
+        from zeroseg.pipeline import NamingOptions
+
+        with self._load_lock:
+            if labels not in self._namers:
+                options = NamingOptions(labels=labels, **self.naming)
+                options.check()
+                self._namers[labels] = options.build(self.device if self.device != "auto" else "cpu")
+            return self._namers[labels]
+
+    # ------------------------------------------------------------------------------------------ actions
+
+    def segment_upload(
+        self,
+        session: Session,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        method: str,
+        model: str | None,
+        settings: dict[str, Any],
+        labels: str = "",
+        progress: Progress = _no_progress,
+    ) -> View:
+        """Load an uploaded file, run the backbone once, keep the capture in the session and segment it."""
+        from zeroseg.pipeline import Failure, ImageItem
+
+        session.clear_result()
+        name = name or Path(path).name
+        try:
+            image = self.load_upload(path, name)
+            pipe = self._pipeline_with(method, model, settings, labels)
+            with self._model_turn(model, progress):
+                progress(0.2, "UNet pass")
+                before = pipe.segmenter.num_backbone_passes
+                (item,) = list(pipe.stream([ImageItem(image, source=name)]))
+                self._count_passes(pipe.segmenter.num_backbone_passes - before)
+            if isinstance(item, Failure):
+                raise ImageError(item.error)
+        except ZeroSegError as exc:
+            return self._error(session, _describe(exc, method))
+        session.keep(item, method=method, model=model, name=name)
+        return self._view(session, item, f"segmented {name}")
+
+    def resegment(
+        self,
+        session: Session,
+        *,
+        settings: dict[str, Any],
+        labels: str = "",
+        progress: Progress = _no_progress,
+    ) -> View:
+        """Redo the method with other settings from the session's kept capture (no backbone pass)."""
+        base = session.base
+        if base is None:
+            return View(status="upload an image first")
+        try:
+            pipe = self._pipeline_with(session.method, session.model, {}, labels)
+            progress(0.3, "segmenting (PAMR)" if settings.get("pamr") else "segmenting")
+            start = time.perf_counter()
+            result = pipe.resegment(base, **_changed(pipe, settings))
+            seconds = time.perf_counter() - start
+        except ZeroSegError as exc:
+            return self._error(session, _describe(exc, session.method), keep_result=True)
+        if result.tree is not None and result.tree is not base.tree:
+            session.base = replace(base, tree=result.tree)  # alpha changed: keep the new tree for the next move
+        return self._view(session, result, f"re-segmented in {seconds:.2f} s from the kept capture")
+
+    def load_upload(self, path: str | os.PathLike[str], name: str) -> Any:
+        """The uploaded image as RGB, or a one-line :class:`ImageError` naming the file (size, pixels, format)."""
+        from zeroseg.image import load_image
+
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot read the upload ({exc.strerror or exc})") from None
+        limit = self.limits.max_upload_bytes
+        if size > limit:
+            raise ImageError(f"{name}: the file is {_megabytes(size)}, over the {_megabytes(limit)} upload limit")
+        width, height = _header_size(path)
+        if width * height > self.limits.max_pixels:
+            raise ImageError(
+                f"{name}: {width}x{height} = {width * height:,} pixels, over this page's limit of "
+                f"{self.limits.max_pixels:,} pixels; downscale it first"
+            )
+        try:
+            return load_image(path, max_pixels=self.limits.max_pixels)
+        except ImageError as exc:
+            raise ImageError(str(exc).replace(str(path), name)) from None
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _pipeline_with(self, method: str, model: str | None, settings: dict[str, Any], labels: str) -> Any:
+        """The cached pipeline, with the page's method settings and naming applied (the backbone is shared)."""
+        from zeroseg.pipeline import Pipeline
+
+        base = self.pipeline(method, model)
+        segmenter = base.segmenter.with_config(**_changed(base, settings)) if settings else base.segmenter
+        labels = labels.strip()
+        namer = self.namer(labels) if labels else None
+        if segmenter is base.segmenter and namer is None:
+            return base
+        return Pipeline(
+            segmenter,
+            namer=namer,
+            keep_capture=True,
+            keep_tree=TAU_MAX,
+            naming_settings={"labels": labels} if namer else None,
+        )
+
+    def _model_turn(self, model: str | None, progress: Progress) -> _Turn:
+        with self._count_lock:
+            lock = self._model_locks.setdefault(model, threading.Lock())
+            ahead = self._waiting.get(model, 0)
+            self._waiting[model] = ahead + 1
+        if ahead:
+            progress(0.0, f"waiting for the model: {ahead} ahead")
+        return _Turn(self, model, lock)
+
+    def _count_passes(self, passes: int) -> None:
+        with self._count_lock:
+            self.backbone_passes += passes
+
+    def _view(self, session: Session, result: Any, what: str) -> View:
+        from zeroseg import writers
+        from zeroseg.outputs import palette
+
+        session.result = result
+        stem = Path(session.name or "image").stem or "image"
+        formats = ["png", "overlay", "json"] + (["tree"] if result.tree is not None else [])
+        writer = writers.OutputWriter(session.folder, formats=formats, overwrite=True)
+        downloads = dict(zip(formats, writer.write(result, stem), strict=True))
+        total = max(result.labels.size, 1)
+        rows = [
+            [
+                s.id,
+                s.area,
+                round(100.0 * s.area / total, 2),
+                ", ".join(str(v) for v in s.bbox),
+                s.label or "",
+                "" if s.score is None else round(float(s.score), 3),
+            ]
+            for s in result.segments
+        ]
+        colours = palette(max(int(result.labels.max()) + 1, 1))[result.labels]
+        status = f"{result.num_segments} segments · {what} · UNet passes for this image: {session.backbone_passes}"
+        return View(
+            status=status,
+            image=result.image,
+            overlay=writers.render_overlay(result),
+            label_map=colours.astype(np.uint8),
+            rows=rows,
+            downloads=downloads,
+            num_segments=result.num_segments,
+        )
+
+    def _error(self, session: Session, message: str, *, keep_result: bool = False) -> View:
+        if not keep_result:
+            session.clear_result()
+        logger.info("page error: %s", message)
+        return View(status=message, error=True)
+
+
+class _Turn:
+    """Holds a model's lock for one backbone pass; releases it and the waiting count on exit."""
+
+    def __init__(self, service: SegmentService, model: str | None, lock: threading.Lock) -> None:
+        self.service, self.model, self.lock = service, model, lock
+
+    def __enter__(self) -> _Turn:
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+        with self.service._count_lock:
+            self.service._waiting[self.model] -= 1
+
+
+def _changed(pipe: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings parsed by their options (text from the page) and validated; capture settings refused."""
+    from zeroseg.options import method_options
+
+    options = {o.name: o for o in method_options(pipe.method)}
+    parsed = {}
+    for name, value in settings.items():
+        if name not in options or value is None:
+            continue
+        if options[name].capture:
+            raise ConfigError("is fixed by the kept capture; upload the image again", setting=name)
+        parsed[name] = options[name].parse(value)
+    return parsed
+
+
+def _describe(exc: ZeroSegError, method: str | None) -> str:
+    from zeroseg.options import describe_error
+
+    text = describe_error(exc, method) if isinstance(exc, ConfigError) else str(exc)
+    return one_line(text)
+
+
+def _header_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Width and height from the file header, no pixel decoded; (0, 0) when unreadable (the loader then says
+    what is wrong, as on the command line)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except Exception:  # noqa: BLE001 - any failure is reported by load_image with its own message
+        return 0, 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"

@@ -1,0 +1,170 @@
+"""The page's behaviour without a browser: uploads, re-segmentation from the kept capture, downloads, sessions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zeroseg.rle import decode_rle
+from zeroseg.web.service import Limits, SegmentService
+from zeroseg.web.sessions import SessionStore
+
+
+@pytest.fixture(scope="module")
+def service(tiny_sdxl_path):
+    return SegmentService(
+        models=[str(tiny_sdxl_path)],
+        capture_settings={"image_size": 128},
+        limits=Limits(max_upload_bytes=200_000, max_pixels=250_000),
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SessionStore(tmp_path / "root")
+    yield store
+    store.close_all()
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    array = np.zeros((48, 64, 3), np.uint8)
+    array[:24] = (40, 90, 200)
+    array[24:, 32:] = (200, 60, 40)
+    path = tmp_path_factory.mktemp("images") / "scene.png"
+    Image.fromarray(np.clip(array + rng.normal(0, 8, array.shape), 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+NO_PAMR = {"tau": 0.3, "alpha": 10.0, "pamr": False}
+
+
+def test_upload_then_settings_reuse_the_capture(service, store, scene):
+    session = store.get("visitor")
+    model = service.models[0]
+    view = service.segment_upload(session, scene, method="diffcut", model=model, settings=NO_PAMR)
+    assert not view.error and view.image.shape == (48, 64, 3) and view.label_map.shape == (48, 64, 3)
+    passes = service.backbone_passes
+    assert session.base.capture is not None and session.base.tree is not None
+    finer = service.resegment(session, settings=NO_PAMR | {"tau": 0.9})
+    assert not finer.error and finer.num_segments >= view.num_segments
+    assert service.backbone_passes == passes  # no second UNet pass
+    # The downloads are the writers' files, in the session's own folder.
+    assert set(finer.downloads) == {"png", "overlay", "json", "tree"}
+    assert all(path.parent == session.folder for path in finer.downloads.values())
+    document = json.loads(finer.downloads["json"].read_text())
+    labels = np.asarray(Image.open(finer.downloads["png"]))
+    for segment in document["segments"]:
+        assert np.array_equal(decode_rle(segment["segmentation"]), labels == segment["id"])
+    assert len(finer.rows) == finer.num_segments == len(document["segments"])
+
+
+def test_equal_to_a_direct_pipeline_run(service, store, scene, tiny_sdxl_path):
+    from zeroseg.pipeline import build_pipeline
+
+    session = store.get("visitor")
+    service.segment_upload(session, scene, method="diffcut", model=service.models[0], settings=NO_PAMR)
+    view = service.resegment(session, settings=NO_PAMR | {"tau": 0.7})
+    direct = build_pipeline("diffcut", model=str(tiny_sdxl_path), image_size=128, tau=0.7, pamr=False)(str(scene))[0]
+    assert np.array_equal(np.asarray(Image.open(view.downloads["png"])), direct.labels)
+
+
+def test_diffseg_settings(service, store, scene):
+    session = store.get("visitor")
+    view = service.segment_upload(
+        session, scene, method="diffseg", model=service.models[0], settings={"kl_threshold": 1.1, "anchors": 8}
+    )
+    assert not view.error and "tree" not in view.downloads
+    again = service.resegment(session, settings={"kl_threshold": 0.2, "anchors": 8, "refine": True})
+    assert not again.error and session.backbone_passes == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"plain text, no image", "notes.png: not an image file"),
+        (None, "notes.png: "),  # truncated PNG
+    ],
+)
+def test_bad_files_give_one_line_naming_the_upload(service, store, scene, tmp_path, content, message):
+    path = tmp_path / "upload-1234" / "notes.png"
+    path.parent.mkdir()
+    path.write_bytes(content if content is not None else scene.read_bytes()[:200])
+    session = store.get("visitor")
+    view = service.segment_upload(session, path, method="diffcut", model=service.models[0], settings=NO_PAMR)
+    assert view.error and view.status.startswith(message) and "\n" not in view.status
+    assert "upload-1234" not in view.status  # the temporary path is not shown, the file's name is
+    assert session.base is None
+
+
+def test_limits(service, store, tmp_path):
+    session = store.get("visitor")
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (600, 500), (9, 9, 9)).save(wide)  # 300 000 px > 250 000
+    view = service.segment_upload(session, wide, method="diffcut", model=None, settings={})
+    assert view.error and view.status.startswith("wide.png:") and "pixels" in view.status
+    heavy = tmp_path / "heavy.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(heavy)
+    view = service.segment_upload(session, heavy, method="diffcut", model=None, settings={})
+    assert view.error and "upload limit" in view.status
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (4, 4)).save(tiny)
+    assert service.segment_upload(session, tiny, method="diffcut", model=None, settings={}).error
+
+
+def test_bad_setting_is_one_line_and_keeps_the_result(service, store, scene):
+    session = store.get("visitor")
+    service.segment_upload(session, scene, method="diffcut", model=service.models[0], settings=NO_PAMR)
+    view = service.resegment(session, settings={"tau": -1.0})
+    assert view.error and "--tau" in view.status and session.base is not None
+    assert service.resegment(session, settings={"image_size": 64}).error  # capture settings are fixed
+
+
+def test_sessions_are_separate_and_cleaned(service, store, scene, tmp_path):
+    first, second = store.get("a"), store.get("b")
+    service.segment_upload(first, scene, method="diffcut", model=service.models[0], settings=NO_PAMR)
+    assert second.base is None and first.folder != second.folder
+    assert first.memory_bytes() > 0 and second.memory_bytes() == 0
+    folder = first.folder
+    store.close("a")
+    assert not folder.exists() and len(store) == 1
+    root = store.root
+    store.close_all()
+    assert not root.exists()
+
+
+def test_build_demo_without_launching(service, store):
+    gr = pytest.importorskip("gradio")
+    from zeroseg.web import build_demo
+
+    demo = build_demo(service, store=store)
+    assert isinstance(demo, gr.Blocks)
+    ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
+    expected = {"upload", "sample", "method", "status", "overlay", "label-map", "segments", "download-json"}
+    assert expected <= ids
+    assert {"diffcut-tau", "diffcut-alpha", "diffcut-pamr", "diffseg-kl-threshold", "diffseg-anchors"} <= ids
+    assert (store.root / "sample-scene.png").is_file()
+
+
+def test_missing_gradio_names_the_extra(monkeypatch, service, store):
+    import sys
+
+    from zeroseg.errors import MissingDependencyError
+    from zeroseg.web import build_demo
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now fails as if it were not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'zeroseg\[web\]'"):
+        build_demo(service, store=store)
+
+
+def test_cli_help_imports_neither_gradio_nor_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from zeroseg.cli.app import app; print('gradio' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
