@@ -12,7 +12,16 @@ class ZeroSegError(Exception):
 
 
 class ConfigError(ZeroSegError, ValueError):
-    """A setting has a value outside its allowed range."""
+    """A setting has a value outside its allowed range.
+
+    With ``setting``, the message is the problem alone and the error reads "`setting` problem"; front ends
+    name the setting their own way (the command line by its flag, see :func:`zeroseg.options.describe_error`).
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        self.setting = setting
+        self.problem = message
+        super().__init__(f"`{setting}` {message}" if setting else message)
 
 
 class ImageError(ZeroSegError, ValueError):

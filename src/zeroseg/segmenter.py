@@ -14,12 +14,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields, replace
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from zeroseg.backbones import Backbone, add_noise, empty_prompt_conditioning, encode_images, load_backbone
 from zeroseg.errors import ConfigError
-from zeroseg.image import load_image, resize, to_tensor
+from zeroseg.image import resize
+from zeroseg.options import capture_fields
 from zeroseg.types import SegmentationResult
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Segmenter(ABC):
                 self.config.model, device=device, dtype=dtype, revision=revision, variant=variant, config=model_config
             )
         self.backbone = backbone
+        self.num_backbone_passes = 0
 
     @property
     def image_size(self) -> int:
@@ -85,14 +86,14 @@ class Segmenter(ABC):
         """Everything that determines :meth:`capture`'s output, for cache keys (model identity included)."""
         key = {"method": self.method, "dtype": str(self.backbone.dtype).replace("torch.", "")}
         key |= self.backbone.identity()
-        key |= {name: getattr(self.config, name) for name in self.config.CAPTURE_FIELDS if name != "model"}
+        key |= {name: getattr(self.config, name) for name in capture_fields(type(self.config)) if name != "model"}
         return key
 
     def with_config(self, **overrides: Any) -> Segmenter:
         """The same loaded backbone with other method settings (what a sweep uses); capture settings are fixed."""
         changed = [
             name
-            for name in self.config.CAPTURE_FIELDS
+            for name in capture_fields(type(self.config))
             if name in overrides and overrides[name] != getattr(self.config, name)
         ]
         if changed:
@@ -145,6 +146,7 @@ class Segmenter(ABC):
 
     def capture_images(self, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """:meth:`capture` for ``(3, H, W)`` images of any sizes, resized to the square input and run together."""
+        self.num_backbone_passes += 1
         return self.capture(torch.stack([self.prepare(image[None])[0] for image in images]))
 
     def segment(self, image: ImageInput) -> SegmentationResult:
@@ -152,32 +154,13 @@ class Segmenter(ABC):
         return self.segment_batch([image])[0]
 
     def segment_batch(self, images: Sequence[ImageInput]) -> list[SegmentationResult]:
-        """Segment several images, running the backbone on them together."""
-        loaded = [load_image(image) for image in images]
-        tensors = [to_tensor(image) for image in loaded]
-        captures = self.capture_images(tensors)
-        results = []
-        for image, tensor, capture in zip(images, tensors, captures, strict=True):
-            size = (tensor.shape[1], tensor.shape[2])
-            labels = self.segment_capture(capture, output_size=size, image=tensor)
-            source = str(image) if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__") else None
-            results.append(
-                SegmentationResult(
-                    labels=labels.numpy().astype(np.int32),
-                    method=self.method,
-                    settings=self.settings(),
-                    source=source,
-                )
-            )
-        return results
+        """Segment several images, running the backbone on them together (see :mod:`zeroseg.pipeline`)."""
+        from zeroseg.pipeline import Pipeline
+
+        return Pipeline(self, batch_size=max(1, len(images)))(list(images))
 
     def iter_segment(self, images: Iterable[ImageInput], *, batch_size: int = 1) -> Iterator[SegmentationResult]:
         """Segment a stream of images in batches of ``batch_size``."""
-        chunk: list[ImageInput] = []
-        for image in images:
-            chunk.append(image)
-            if len(chunk) == batch_size:
-                yield from self.segment_batch(chunk)
-                chunk = []
-        if chunk:
-            yield from self.segment_batch(chunk)
+        from zeroseg.pipeline import Pipeline
+
+        yield from Pipeline(self, batch_size=batch_size).results(images)

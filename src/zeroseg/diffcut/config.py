@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from zeroseg.errors import ConfigError
+from zeroseg.options import setting
 from zeroseg.validation import check_capture_settings
 
 DEMO_PAMR_DILATIONS = (1, 2, 4, 8, 12, 24, 32, 64)
@@ -15,45 +16,39 @@ DEMO_PAMR_DILATIONS = (1, 2, 4, 8, 12, 24, 32, 64)
 class DiffCutConfig:
     """DiffCut hyperparameters (Couairon et al., NeurIPS 2024); defaults are the official code's and demo's.
 
-    Attributes:
-        model: diffusion model (short name, hub id or local path); SSD-1B as in the paper.
-        image_size: side of the square the image is resized to (1024, official code).
-        timestep: noise level of the single UNet step (50, official code).
-        seed: seed of the noise, one draw shared by every image of a batch (42, official code).
-        tau: NCut threshold; a split is kept while its NCut value is below tau (0.5 for every dataset; larger
-            gives finer segments).
-        alpha: exponent of the cosine affinity, a soft threshold (10, official code).
-        pamr: refine the label map with PAMR at the output size.
-        pamr_iters / pamr_dilations: PAMR settings (30 and 1..64: the official demo's; the benchmark protocol
-            uses 10 and (1, 2, 4, 8) at 128 px).
-        exact_reference: reproduce the official code's quirks (sub-graph node dropping, dot-product concept
-            assignment).
+    Each field's help text below is also its ``--help`` line and web control label (:mod:`zeroseg.options`).
+    The benchmark protocol uses PAMR with 10 iterations and dilations (1, 2, 4, 8) at 128 px; the defaults are
+    the official demo's.
     """
 
-    model: str = "segmind/SSD-1B"
-    image_size: int = 1024
-    timestep: int = 50
-    seed: int = 42
-    tau: float = 0.5
-    alpha: float = 10.0
-    pamr: bool = True
-    pamr_iters: int = 30
-    pamr_dilations: tuple[int, ...] = DEMO_PAMR_DILATIONS
-    exact_reference: bool = False
-
-    CAPTURE_FIELDS: ClassVar[tuple[str, ...]] = ("model", "image_size", "timestep", "seed")
+    model: str = setting(
+        "segmind/SSD-1B",
+        "Short name (see `zeroseg models`), hub id, local diffusers folder or .safetensors file.",
+        capture=True,
+    )
+    image_size: int = setting(1024, "Side of the square the model sees (official code).", flag="size", capture=True)
+    timestep: int = setting(50, "UNet timestep of the single noised step (official code).", capture=True)
+    seed: int = setting(42, "Noise seed, one draw shared by a batch (official code).", capture=True)
+    tau: float = setting(0.5, "NCut threshold; larger gives finer segments (paper, every dataset).", ui=True)
+    alpha: float = setting(10.0, "Exponent of the cosine affinity, a soft threshold (official code).", ui=True)
+    pamr: bool = setting(True, "PAMR refinement of the label map (official demo).", ui=True)
+    pamr_iters: int = setting(30, "PAMR iterations (official demo).")
+    pamr_dilations: tuple[int, ...] = setting(DEMO_PAMR_DILATIONS, "PAMR dilations, comma separated (official demo).")
+    exact_reference: bool = setting(
+        False, "Reproduce the official code's numerics and quirks (node dropping, dot-product assignment)."
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
         check_capture_settings(self.image_size, self.timestep)
         if not 0 < self.tau:
-            raise ConfigError(f"`tau` must be positive (got {self.tau})")
+            raise ConfigError(f"must be positive (got {self.tau})", setting="tau")
         if not self.alpha > 0:
-            raise ConfigError(f"`alpha` must be positive (got {self.alpha})")
+            raise ConfigError(f"must be positive (got {self.alpha})", setting="alpha")
         if self.pamr_iters < 0:
-            raise ConfigError(f"`pamr_iters` must be >= 0 (got {self.pamr_iters})")
+            raise ConfigError(f"must be >= 0 (got {self.pamr_iters})", setting="pamr_iters")
         if not self.pamr_dilations or any(d < 1 for d in self.pamr_dilations):
-            raise ConfigError(f"`pamr_dilations` must be positive integers (got {list(self.pamr_dilations)})")
+            raise ConfigError(f"must be positive integers (got {list(self.pamr_dilations)})", setting="pamr_dilations")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dictionary of every setting."""

@@ -106,8 +106,8 @@ class SegmentNamer:
         pretrained: open_clip tag, local checkpoint path, or ``None`` for random weights; default
             ``laion2b_s29b_b131k_ft_soup`` (official code).
         vocabulary: shipped vocabulary name (``voc``, ``context``, ``coco-object``, ``ade20k``,
-            ``coco-stuff``), a class list (``"cat,dog,sky|clouds"`` or a list of strings; ``|`` separates
-            synonyms), or a :class:`Vocabulary`.
+            ``coco-stuff``, ``cityscapes``: the official lists), a class list (``"cat,dog,sky|clouds"`` or a list
+            of strings; ``|`` separates synonyms), or a :class:`Vocabulary`.
         device: where CLIP runs (the loaded model's device when ``clip`` is given).
         add_background: for class lists, prepend a ``background`` class at index 0 (as for Context).
         templates: prompt templates; default the 14 ViLD templates.

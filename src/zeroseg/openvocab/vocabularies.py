@@ -1,7 +1,9 @@
 """Class vocabularies for open-vocabulary naming: shipped benchmark sets and user lists.
 
-A class is a tuple of synonyms; its first synonym is the name shown to the user. The text classifier scores
-every synonym and keeps the best one per class (see :mod:`zeroseg.openvocab.text`).
+A class is a tuple of synonyms and a display name (by default its first synonym). The text classifier scores
+every synonym and keeps the best one per class (see :mod:`zeroseg.openvocab.text`); the display name is only
+shown. The shipped sets are the official FC-CLIP / ODISE lists that DiffCut's open-vocabulary evaluation
+uses (Apache-2.0, see ``vocabularies/NOTICE.md``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from zeroseg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-SHIPPED_VOCABULARIES = ("voc", "context", "coco-object", "ade20k", "coco-stuff")
+SHIPPED_VOCABULARIES = ("voc", "context", "coco-object", "ade20k", "coco-stuff", "cityscapes")
 SYNONYM_SEPARATOR = "|"
 CLASS_SEPARATOR = ","
 
@@ -27,13 +29,15 @@ class Vocabulary:
 
     Attributes:
         name: shipped vocabulary name, or ``"custom"`` for a user list.
-        classes: one tuple of synonyms per class, display name first. Class index = position.
+        classes: one tuple of synonyms per class, all of them scored, in this order. Class index = position.
         background_index: index of the background class, or ``None`` when the set has none.
+        display_names: the name shown for each class; ``None`` shows each class's first synonym.
     """
 
     name: str
     classes: tuple[tuple[str, ...], ...]
     background_index: int | None = None
+    display_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -43,10 +47,18 @@ class Vocabulary:
                 raise ConfigError(f"`vocabulary` class {index} of {self.name!r} has an empty name: {synonyms!r}")
         if self.background_index is not None and not 0 <= self.background_index < len(self.classes):
             raise ConfigError(f"`background_index` is {self.background_index}, outside 0..{len(self.classes) - 1}")
+        if self.display_names is not None:
+            if len(self.display_names) != len(self.classes) or any(not n.strip() for n in self.display_names):
+                raise ConfigError(
+                    f"`display_names` of {self.name!r} must be {len(self.classes)} non-empty names, one per class; "
+                    f"got {len(self.display_names)}"
+                )
 
     @property
     def names(self) -> list[str]:
-        """Display name of each class (its first synonym)."""
+        """Display name of each class (its first synonym unless :attr:`display_names` says otherwise)."""
+        if self.display_names is not None:
+            return list(self.display_names)
         return [synonyms[0] for synonyms in self.classes]
 
     @property
@@ -66,19 +78,21 @@ def list_vocabularies() -> list[str]:
 
 
 def load_vocabulary(name: str) -> Vocabulary:
-    """Load a shipped vocabulary.
+    """Load a shipped vocabulary: the official class list, scored with exactly its synonyms in their order.
 
     ``voc``, ``context`` and ``coco-object`` have ``background`` at index 0, so class index = dataset
     label + 1 (VOC's background carries a long list of synonyms for scene stuff; the other two only the
-    word itself), as in DiffCut's open-vocabulary evaluation. ``ade20k`` and ``coco-stuff`` have
-    no background class.
+    word itself), as in DiffCut's open-vocabulary evaluation. ``ade20k``, ``coco-stuff`` and ``cityscapes``
+    have no background class. Display names are the datasets' own class names (``dining table``, not the
+    first synonym ``diningtable``); they are never scored.
 
     Raises:
         ConfigError: ``name`` is not a shipped vocabulary.
 
     References:
-        DiffCut (Couairon et al., NeurIPS 2024), official code ``eval_diffcut_openvoc.py`` (class sets and
-        background handling); the synonym lists are our own.
+        DiffCut (Couairon et al., NeurIPS 2024), official code ``eval_diffcut_openvoc.py`` (class sets,
+        synonyms and background handling), with the prompt-engineered class lists of FC-CLIP (Yu et al.,
+        NeurIPS 2023) and ODISE (Xu et al., CVPR 2023).
     """
     if name not in SHIPPED_VOCABULARIES:
         raise ConfigError(
@@ -90,8 +104,9 @@ def load_vocabulary(name: str) -> Vocabulary:
     data = json.loads(text)
     return Vocabulary(
         name=name,
-        classes=tuple(tuple(synonyms) for synonyms in data["classes"]),
+        classes=tuple(tuple(entry["synonyms"]) for entry in data["classes"]),
         background_index=data["background_index"],
+        display_names=tuple(entry["name"] for entry in data["classes"]),
     )
 
 
