@@ -89,23 +89,23 @@ class ParquetSink:
 
 
 def segment_rows(image_id: str, result: Any) -> list[dict[str, Any]]:
-    """One Parquet row per segment of a result (RLE from the writers' JSON document, so both formats agree)."""
-    from zeroseg import writers
+    """One Parquet row per segment of a result, with the same COCO RLE as the ``json`` output."""
+    from zeroseg.rle import encode_label_rles
 
-    document = writers.result_to_json(result)
+    rles = encode_label_rles(result.labels, [segment.id for segment in result.segments])
     rows = []
-    for segment in document["segments"]:
-        rle = segment["rle"]
+    for segment in result.segments:
+        rle = rles[segment.id]
         rows.append(
             {
                 "image_id": image_id,
                 "source": result.source,
-                "segment_id": int(segment["id"]),
-                "area": int(segment["area"]),
-                "bbox": [int(v) for v in segment["bbox"]],
+                "segment_id": int(segment.id),
+                "area": int(segment.area),
+                "bbox": [int(v) for v in segment.bbox],
                 "rle": {"size": [int(v) for v in rle["size"]], "counts": _text(rle["counts"])},
-                "label": segment.get("label"),
-                "score": None if segment.get("score") is None else float(segment["score"]),
+                "label": segment.label,
+                "score": None if segment.score is None else float(segment.score),
             }
         )
     return rows
@@ -150,7 +150,7 @@ def read_label_maps(location: str) -> dict[str, Any]:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from zeroseg import writers
+    from zeroseg.rle import decode_rle
 
     from .sources import resolve_filesystem
 
@@ -160,7 +160,7 @@ def read_label_maps(location: str) -> dict[str, Any]:
     for path in list_files(folder, suffix=".parquet"):
         table = pq.read_table(path, columns=["image_id", "segment_id", "rle"], filesystem=filesystem)
         for image_id, segment_id, rle in zip(*(table.column(i).to_pylist() for i in range(3)), strict=True):
-            mask = np.asarray(writers.decode_rle(rle), dtype=bool)
+            mask = np.asarray(decode_rle(rle), dtype=bool)
             labels = maps.setdefault(image_id, np.zeros(mask.shape, dtype=np.int32))
             labels[mask] = segment_id
     return maps

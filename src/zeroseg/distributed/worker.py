@@ -8,6 +8,7 @@ saying whether it was segmented, skipped or failed, where, why, and how long eac
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -20,8 +21,11 @@ import numpy as np
 from zeroseg.errors import ZeroSegError, one_line
 
 from . import reading
-from .report import OUTCOME_COLUMNS, STAGES, STATUS_DONE, STATUS_FAILED
+from .report import OUTCOME_COLUMNS, STAGES, STATUS_FAILED
 from .sinks import make_sink
+from .storage import write_bytes
+
+SETTINGS_FILE = "zeroseg-settings.json"
 
 
 @dataclass
@@ -62,6 +66,7 @@ class SegmentWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.pipeline = build_pipeline(**job.pipeline)
         self.sink = make_sink(job.output, job.output_format, job.formats, overwrite=job.overwrite)
+        self.settings_written = False
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -75,7 +80,9 @@ class SegmentWorker:
                 outcomes.add(image_id, location, STATUS_FAILED, stage="read", error=error, read=read_s)
                 continue
             ids.append((image_id, location, read_s))
-            images.append(reading.pixels_of(batch[reading.PIXELS][row], batch[reading.HEIGHT][row], batch[reading.WIDTH][row]))
+            images.append(
+                reading.pixels_of(batch[reading.PIXELS][row], batch[reading.HEIGHT][row], batch[reading.WIDTH][row])
+            )
         if self.job.before_batch is not None:
             self.job.before_batch([image_id for image_id, *_ in ids])
         if images:
@@ -83,21 +90,24 @@ class SegmentWorker:
         return outcomes.columns(busy_s=time.perf_counter() - start)
 
     def _segment(self, ids: list[tuple[str, str, float]], images: list[np.ndarray], outcomes: _Outcomes) -> None:
-        from zeroseg.pipeline import Failure
+        from zeroseg.pipeline import Failure, ImageItem
 
         written = []
-        for (image_id, location, read_s), item in zip(ids, self.pipeline.stream(images), strict=True):
+        named = [ImageItem(image, source=location) for image, (_, location, _) in zip(images, ids, strict=True)]
+        for (image_id, location, read_s), item in zip(ids, self.pipeline.stream(named), strict=True):
             if isinstance(item, Failure):
-                error = item.error.replace(str(item.source), location, 1) if item.source else item.error
-                outcomes.add(image_id, location, STATUS_FAILED, stage="segment", error=error, read=read_s)
+                outcomes.add(image_id, location, STATUS_FAILED, stage="segment", error=item.error, read=read_s)
                 continue
-            item.source = location
             timings = item.timings or {}
             begin = time.perf_counter()
             try:
                 status = self.sink.put(image_id, item)
             except (ZeroSegError, OSError, ValueError, RuntimeError) as exc:
-                error = one_line(exc) if isinstance(exc, ZeroSegError) else f"{location}: {type(exc).__name__}: {one_line(exc)}"
+                error = (
+                    one_line(exc)
+                    if isinstance(exc, ZeroSegError)
+                    else f"{location}: {type(exc).__name__}: {one_line(exc)}"
+                )
                 outcomes.add(image_id, location, STATUS_FAILED, stage="write", error=error, read=read_s)
                 continue
             stage_s = {
@@ -108,7 +118,17 @@ class SegmentWorker:
                 "write": time.perf_counter() - begin,
             }
             written.append(outcomes.add(image_id, location, status, segments=item.num_segments, **stage_s))
+            if not self.settings_written:
+                self._write_settings(item.settings)
         self._flush(written, outcomes)
+
+    def _write_settings(self, settings: dict[str, Any]) -> None:
+        """Record the run's settings once per worker, as the local mode does (``zeroseg-settings.json``)."""
+        from zeroseg._version import __version__
+
+        document = json.dumps({"zeroseg": __version__, **settings}, indent=2) + "\n"
+        write_bytes(self.job.output, SETTINGS_FILE, document.encode("utf-8"))
+        self.settings_written = True
 
     def _flush(self, written: list[int], outcomes: _Outcomes) -> None:
         """Write what the sink holds back (the Parquet part); on failure every image of it failed."""
