@@ -24,13 +24,13 @@ CASES = {
     "diffcut-exact": ("sdxl", {"image_size": 128, "pamr": False, "tau": 0.9, "exact_reference": True}),
 }
 PINNED = {
-    'diffcut-exact': ['b28d9b380fbc6f19', '2678da8b775a5f91'],
-    'diffcut-nopamr': ['6ed754c7ef8ab9c6', '0c2d6d4f862ae4ab'],
-    'diffcut-pamr': ['759eb87ef6bd5697', 'bea1951ca07e445e'],
-    'diffseg': ['9137697d70dfc21a', 'c65206769723a13a'],
-    'diffseg-exact': ['7b2758d4546f2101', 'b88fcbb2ef36345c'],
-    'diffseg-fine': ['9b230c9daf0f8d28', '9c4b45c0c8c29277'],
-    'diffseg-refine': ['601211d9be7461c9', 'a6900a7709096efd'],
+    "diffcut-exact": ["b28d9b380fbc6f19", "2678da8b775a5f91"],
+    "diffcut-nopamr": ["6ed754c7ef8ab9c6", "0c2d6d4f862ae4ab"],
+    "diffcut-pamr": ["759eb87ef6bd5697", "bea1951ca07e445e"],
+    "diffseg": ["9137697d70dfc21a", "c65206769723a13a"],
+    "diffseg-exact": ["7b2758d4546f2101", "b88fcbb2ef36345c"],
+    "diffseg-fine": ["9b230c9daf0f8d28", "9c4b45c0c8c29277"],
+    "diffseg-refine": ["601211d9be7461c9", "a6900a7709096efd"],
 }
 
 

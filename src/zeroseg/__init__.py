@@ -7,9 +7,9 @@ Names are imported lazily, so ``import zeroseg`` (and ``zeroseg --help``) does n
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from zeroseg._lazy import lazy_exports
 from zeroseg._version import __version__
 
 _LAZY = {
@@ -18,6 +18,9 @@ _LAZY = {
     "DiffCut": "zeroseg.diffcut.segmenter",
     "DiffCutConfig": "zeroseg.diffcut.config",
     "SegmentationResult": "zeroseg.types",
+    "Segment": "zeroseg.types",
+    "Pipeline": "zeroseg.pipeline",
+    "build_pipeline": "zeroseg.pipeline",
     "create_segmenter": "zeroseg.registry",
     "list_methods": "zeroseg.registry",
     "load_backbone": "zeroseg.backbones.loading",
@@ -31,14 +34,9 @@ if TYPE_CHECKING:
     from zeroseg.diffcut.segmenter import DiffCut
     from zeroseg.diffseg.config import DiffSegConfig
     from zeroseg.diffseg.segmenter import DiffSeg
+    from zeroseg.pipeline import Pipeline, build_pipeline
     from zeroseg.registry import create_segmenter, list_methods
-    from zeroseg.types import SegmentationResult
+    from zeroseg.types import Segment, SegmentationResult
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zeroseg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)

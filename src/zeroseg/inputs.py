@@ -16,6 +16,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,29 @@ def is_image_name(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+@dataclass
+class Inputs:
+    """What the INPUT arguments expanded to.
+
+    Attributes:
+        files: the image files, sorted and de-duplicated.
+        problems: one line per argument that matched nothing (``"missing.jpg: no such file"``).
+        not_images: files inside given folders (or matched by globs) skipped because their extension is not an
+            image's, for the run's summary.
+    """
+
+    files: list[Path]
+    problems: list[str]
+    not_images: list[str] = field(default_factory=list)
+
+
 def expand_inputs(patterns: Sequence[str], *, recursive: bool = False) -> tuple[list[Path], list[str]]:
+    """``(files, problems)`` of :func:`find_inputs`."""
+    found = find_inputs(patterns, recursive=recursive)
+    return found.files, found.problems
+
+
+def find_inputs(patterns: Sequence[str], *, recursive: bool = False) -> Inputs:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of image files.
 
     - A file is taken as given, whatever its extension.
@@ -49,64 +72,70 @@ def expand_inputs(patterns: Sequence[str], *, recursive: bool = False) -> tuple[
         recursive: descend into subfolders of folder arguments and let ``**`` match across folders.
 
     Returns:
-        ``(files, problems)``: the image paths, and one line per argument that matched nothing, such as
-        ``"missing.jpg: no such file"``.
+        The image paths, one line per argument that matched nothing, and the skipped non-image files.
     """
     files: list[Path] = []
     problems: list[str] = []
+    not_images: list[str] = []
     for pattern in patterns:
-        found, problem = _expand_one(str(pattern), recursive=recursive)
+        found, problem, others = _expand_one(str(pattern), recursive=recursive)
         files.extend(found)
+        not_images.extend(str(p) for p in others)
         if problem is not None:
             problems.append(problem)
     unique: dict[str, Path] = {}
     for path in files:
         unique.setdefault(os.path.normcase(os.path.realpath(path)), path)
-    return sorted(unique.values(), key=lambda p: p.parts), problems
+    return Inputs(sorted(unique.values(), key=lambda p: p.parts), problems, sorted(dict.fromkeys(not_images)))
 
 
-def _expand_one(pattern: str, *, recursive: bool) -> tuple[list[Path], str | None]:
+def _expand_one(pattern: str, *, recursive: bool) -> tuple[list[Path], str | None, list[Path]]:
     path = Path(pattern)
     if path.is_file():
-        return [path], None
+        return [path], None, []
     if path.is_dir():
         return _list_folder(path, recursive=recursive)
     if _GLOB_CHARS.intersection(pattern):
         matches = [Path(m) for m in glob.glob(pattern, recursive=recursive)]
         candidates = [m for m in matches if m.is_file()]
         images = [m for m in candidates if is_image_name(m)]
+        others = sorted((m for m in candidates if not is_image_name(m)), key=lambda p: p.parts)
         if images:
-            return sorted(images, key=lambda p: p.parts), None
+            return sorted(images, key=lambda p: p.parts), None, others
         if candidates:
-            return [], f"{pattern}: matches {len(candidates)} file(s), none with an image extension"
-        return [], f"{pattern}: no files match"
+            return [], f"{pattern}: matches {len(candidates)} file(s), none with an image extension", []
+        return [], f"{pattern}: no files match", []
     if path.is_symlink():
-        return [], f"{pattern}: broken symbolic link"
+        return [], f"{pattern}: broken symbolic link", []
     if path.exists():
-        return [], f"{pattern}: not a regular file or folder"
-    return [], f"{pattern}: no such file"
+        return [], f"{pattern}: not a regular file or folder", []
+    return [], f"{pattern}: no such file", []
 
 
-def _list_folder(folder: Path, *, recursive: bool) -> tuple[list[Path], str | None]:
+def _list_folder(folder: Path, *, recursive: bool) -> tuple[list[Path], str | None, list[Path]]:
     problems: list[str] = []
 
     def on_error(exc: OSError) -> None:
         problems.append(f"{exc.filename or folder}: cannot list the folder ({(exc.strerror or str(exc)).lower()})")
 
     images: list[Path] = []
+    others: list[Path] = []
     for root, dirs, names in os.walk(folder, onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
         base = Path(root)
-        images.extend(base / n for n in names if not n.startswith(".") and is_image_name(n))
+        visible = [base / n for n in names if not n.startswith(".")]
+        images.extend(p for p in visible if is_image_name(p))
+        others.extend(p for p in visible if not is_image_name(p))
     images = [p for p in images if p.is_file()]
+    others = sorted((p for p in others if p.is_file()), key=lambda p: p.parts)
     if problems:
         logger.warning("%s", "; ".join(problems))
     if images:
-        return sorted(images, key=lambda p: p.parts), None
+        return sorted(images, key=lambda p: p.parts), None, others
     if problems:
-        return [], problems[0]
+        return [], problems[0], []
     where = "in or below it" if recursive else "directly inside (use recursive to look in subfolders)"
-    return [], f"{folder}: folder has no image files {where}"
+    return [], f"{folder}: folder has no image files {where}", []
 
 
 def input_roots(patterns: Iterable[str]) -> list[Path]:

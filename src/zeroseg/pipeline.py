@@ -141,35 +141,40 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------ stages
 
-    def _run_batch(self, batch: list[Any]) -> Iterator[SegmentationResult | Failure]:
-        loaded: list[_Loaded] = []
-        for entry in batch:
+    def _run_batch(self, batch: list[Any]) -> list[SegmentationResult | Failure]:
+        """One batch, in input order: load each image, one backbone pass for those that loaded, then finish."""
+        outcomes: list[SegmentationResult | Failure | None] = [None] * len(batch)
+        loaded: dict[int, _Loaded] = {}
+        for index, entry in enumerate(batch):
             item = entry if isinstance(entry, ImageItem) else ImageItem(entry, _source_of(entry))
             start = time.perf_counter()
             try:
                 pil = load_image(item.image)
             except ZeroSegError as exc:
-                yield Failure(item.source, _named(item.source, str(exc)), exc)
+                outcomes[index] = Failure(item.source, _named(item.source, str(exc)), exc)
                 continue
-            loaded.append(_Loaded(item.source, pil, to_tensor(pil), time.perf_counter() - start))
-        if not loaded:
-            return
-        start = time.perf_counter()
-        try:
-            captures = self.segmenter.capture_images([entry.tensor for entry in loaded])
-        except (RuntimeError, ValueError, ZeroSegError) as exc:
-            for entry in loaded:
-                line = f"{entry.source or 'image'}: segmentation failed ({type(exc).__name__}: {one_line(exc)})"
-                yield Failure(entry.source, line, exc)
-            return
-        capture_seconds = (time.perf_counter() - start) / len(loaded)
-        for entry, capture in zip(loaded, captures, strict=True):
+            loaded[index] = _Loaded(item.source, pil, to_tensor(pil), time.perf_counter() - start)
+        if loaded:
+            start = time.perf_counter()
             try:
-                yield self._finish(entry, capture, capture_seconds=capture_seconds)
-            except ZeroSegError as exc:
-                yield Failure(entry.source, _named(entry.source, str(exc)), exc)
-            except (RuntimeError, ValueError, OSError) as exc:
-                yield Failure(entry.source, f"{entry.source or 'image'}: {type(exc).__name__}: {one_line(exc)}", exc)
+                captures = self.segmenter.capture_images([entry.tensor for entry in loaded.values()])
+            except (RuntimeError, ValueError, ZeroSegError) as exc:
+                for index, entry in loaded.items():
+                    line = f"{entry.source or 'image'}: segmentation failed ({type(exc).__name__}: {one_line(exc)})"
+                    outcomes[index] = Failure(entry.source, line, exc)
+            else:
+                capture_seconds = (time.perf_counter() - start) / len(loaded)
+                for (index, entry), capture in zip(loaded.items(), captures, strict=True):
+                    outcomes[index] = self._finish_or_fail(entry, capture, capture_seconds)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _finish_or_fail(self, entry: _Loaded, capture: dict[str, Any], seconds: float) -> SegmentationResult | Failure:
+        try:
+            return self._finish(entry, capture, capture_seconds=seconds)
+        except ZeroSegError as exc:
+            return Failure(entry.source, _named(entry.source, str(exc)), exc)
+        except (RuntimeError, ValueError, OSError) as exc:
+            return Failure(entry.source, f"{entry.source or 'image'}: {type(exc).__name__}: {one_line(exc)}", exc)
 
     def _finish(self, entry: _Loaded, capture: dict[str, Any], *, capture_seconds: float) -> SegmentationResult:
         size = (entry.tensor.shape[1], entry.tensor.shape[2])

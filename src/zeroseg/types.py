@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 
 @dataclass
@@ -42,6 +41,8 @@ class Segment:
 
 def segments_of(labels: np.ndarray) -> list[Segment]:
     """Area and bounding box of every segment of an ``(H, W)`` label map with ids 0..K-1, in id order."""
+    from scipy import ndimage  # C-speed bounding boxes; imported on first use (it is slow to import)
+
     array = np.asarray(labels)
     if array.size == 0:
         return []

@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from zeroseg.cli.app import app
-from zeroseg.openvocab import decode_rle
+from zeroseg.rle import decode_rle
 
 from .conftest import TINY_MODEL_NAME
 

@@ -8,7 +8,7 @@ import torch
 
 from zeroseg.errors import ConfigError, ImageError
 from zeroseg.openvocab import naming
-from zeroseg.openvocab.naming import Segment, SegmentNamer, bounding_box, image_to_tensor, merge_same_label
+from zeroseg.openvocab.naming import NamedSegment, SegmentNamer, bounding_box, image_to_tensor, merge_same_label
 
 
 @pytest.fixture()
@@ -105,9 +105,9 @@ def test_bad_labels_raise(tiny_clip):
         namer.name_segments(torch.rand(3, 8, 8), np.zeros((8, 8), dtype=np.float32))
 
 
-def _segment(segment_id: int, class_index: int, probabilities: list[float], labels: np.ndarray) -> Segment:
+def _segment(segment_id: int, class_index: int, probabilities: list[float], labels: np.ndarray) -> NamedSegment:
     mask = labels == segment_id
-    return Segment(
+    return NamedSegment(
         segment_id=segment_id,
         label=["cat", "dog", "sky"][class_index],
         class_index=class_index,

@@ -1,8 +1,10 @@
-"""``zeroseg segment``: label maps and overlays for files, folders and globs.
+"""``zeroseg segment``: label maps, overlays and segment files for files, folders and globs.
 
-Nothing is lost on bad input: a file that cannot be read or written is reported on one line and the batch goes
-on; outputs are written atomically; existing outputs are kept unless ``--overwrite``; the exit code is 1 when
-anything failed.
+A thin front end: inputs are expanded (:mod:`zeroseg.inputs`), images go through :class:`zeroseg.pipeline.Pipeline`
+and results through :class:`zeroseg.writers.OutputWriter`. Nothing is lost on bad input: a file that cannot be
+read or written is reported on one line and the batch goes on; outputs are written atomically; existing
+outputs are kept unless ``--overwrite``; runs sharing an output folder share the work (each image is claimed
+before its work starts); the exit code is 1 when anything failed.
 """
 
 from __future__ import annotations
@@ -10,107 +12,28 @@ from __future__ import annotations
 import glob
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from zeroseg.errors import ConfigError, ZeroSegError, one_line
+from zeroseg.cli.options import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    check_device,
+    check_dtype,
+    err_console,
+    fail,
+    method_choice,
+    with_method_options,
+)
+from zeroseg.errors import ZeroSegError
 
-_err = Console(stderr=True, highlight=False)
-
-
-class Method(str, Enum):
-    diffcut = "diffcut"
-    diffseg = "diffseg"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class DType(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-
-# Command-line option -> config field, per method. A test checks that every config field has its option.
-DIFFSEG_OPTIONS = {
-    "model": "model",
-    "size": "image_size",
-    "timestep": "timestep",
-    "noise": "noise",
-    "seed": "seed",
-    "kl_threshold": "kl_threshold",
-    "iterations": "iterations",
-    "anchors": "anchors",
-    "refine": "refine",
-    "exact_reference": "exact_reference",
-}
-DIFFCUT_OPTIONS = {
-    "model": "model",
-    "size": "image_size",
-    "timestep": "timestep",
-    "seed": "seed",
-    "tau": "tau",
-    "alpha": "alpha",
-    "pamr": "pamr",
-    "pamr_iters": "pamr_iters",
-    "pamr_dilations": "pamr_dilations",
-    "exact_reference": "exact_reference",
-}
-METHOD_OPTIONS = {"diffseg": DIFFSEG_OPTIONS, "diffcut": DIFFCUT_OPTIONS}
-
-
-def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    """``"1.1"`` or ``"1.1,0.9,0.9"`` -> floats, with a clear error naming the option."""
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"`{option}` expects numbers separated by commas (got {text!r})") from None
-
-
-def parse_ints(text: str, option: str) -> tuple[int, ...]:
-    """``"1,2,4,8"`` -> ints, with a clear error naming the option."""
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"`{option}` expects integers separated by commas (got {text!r})") from None
-
-
-def method_settings(method: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Config overrides from the options the user gave; options of the other method are refused."""
-    table = METHOD_OPTIONS[method]
-    settings: dict[str, Any] = {}
-    for option, value in given.items():
-        if value is None:
-            continue
-        if option not in table:
-            flag = "--" + option.replace("_", "-")
-            other = "diffseg" if method == "diffcut" else "diffcut"
-            raise ConfigError(f"`{flag}` is a {other} option; add --method {other} or leave it out")
-        if option == "kl_threshold":
-            value = parse_floats(value, "--kl-threshold")
-        elif option == "pamr_dilations":
-            value = parse_ints(value, "--pamr-dilations")
-        settings[table[option]] = value
-    return settings
-
-
-def with_flag_names(message: str, method: str) -> str:
-    """Speak of command-line flags rather than config fields in an error (image_size -> --size)."""
-    for option, field_name in METHOD_OPTIONS[method].items():
-        message = message.replace(f"`{field_name}`", "`--" + option.replace("_", "-") + "`")
-    return message
+CLAIM_POLL_SECONDS = 0.5
+"""How often to look again at an image another run is writing."""
 
 
 @dataclass
@@ -119,25 +42,29 @@ class RunSummary:
 
     done: int = 0
     skipped: int = 0
+    by_other_run: int = 0
     failures: list[str] = field(default_factory=list)
+    not_images: list[str] = field(default_factory=list)
 
     def fail(self, line: str) -> None:
         self.failures.append(line)
-        _err.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
 
 
+@with_method_options
 def segment_command(
     inputs: Annotated[
         list[str],
         typer.Argument(help="Image files, folders and glob patterns (quote globs).", show_default=False),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")] = Path("zeroseg-out"),
-    method: Annotated[Method, typer.Option(help="Segmentation method.")] = Method.diffcut,
-    model: Annotated[
+    method: Annotated[str, method_choice()] = "diffcut",
+    save: Annotated[
         str | None,
         typer.Option(
-            help="Short name (see `zeroseg models`), hub id, local diffusers folder or .safetensors file. "
-            "Default: segmind/SSD-1B for diffcut, CompVis/stable-diffusion-v1-4 for diffseg.",
+            help="Output formats, comma separated: png (label map), overlay, json (segments with bbox and COCO "
+            "RLE masks), labelled (overlay with names; needs naming), tree (DiffCut's NCut tree). "
+            "Default: png,overlay; with naming png,overlay,json,labelled.",
             show_default=False,
         ),
     ] = None,
@@ -152,87 +79,24 @@ def segment_command(
             show_default=False,
         ),
     ] = None,
-    device: Annotated[Device, typer.Option(help="Where the UNet runs.")] = Device.auto,
-    dtype: Annotated[
-        DType, typer.Option(help="UNet precision; auto = float16 on CUDA, float32 elsewhere.")
-    ] = DType.auto,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per UNet batch.")] = 1,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folders.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: keep them, skip).")] = False,
-    overlay: Annotated[bool, typer.Option(help="Also write <name>_overlay.jpg.")] = True,
-    size: Annotated[
-        int | None,
-        typer.Option(help="Side of the square the model sees. Default: 1024 diffcut, 512 diffseg.", show_default=False),
-    ] = None,
-    timestep: Annotated[
-        int | None, typer.Option(help="UNet timestep. Default: 50 diffcut, 300 diffseg.", show_default=False)
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Noise seed. Default: 42.", show_default=False)] = None,
-    exact_reference: Annotated[
-        bool | None,
-        typer.Option(
-            "--exact-reference", help="Reproduce the official code's numerics and quirks.", show_default=False
-        ),
-    ] = None,
-    tau: Annotated[
-        float | None,
-        typer.Option(help="DiffCut: NCut threshold; larger gives finer segments. Default: 0.5.", show_default=False),
-    ] = None,
-    alpha: Annotated[
-        float | None,
-        typer.Option(help="DiffCut: Exponent of the cosine affinity. Default: 10.", show_default=False),
-    ] = None,
-    pamr: Annotated[
-        bool | None,
-        typer.Option(
-            "--pamr/--no-pamr",
-            help="DiffCut: PAMR refinement at the output size. Default: on.",
-            show_default=False,
-        ),
-    ] = None,
-    pamr_iters: Annotated[
-        int | None, typer.Option(help="DiffCut: PAMR iterations. Default: 30.", show_default=False)
-    ] = None,
-    pamr_dilations: Annotated[
-        str | None,
-        typer.Option(
-            help="DiffCut: PAMR dilations, comma separated. Default: 1,2,4,8,12,24,32,64.", show_default=False
-        ),
-    ] = None,
-    kl_threshold: Annotated[
-        str | None,
-        typer.Option(
-            help="DiffSeg: KL merge threshold, one value or one per iteration (comma separated). Default: 1.1.",
-            show_default=False,
-        ),
-    ] = None,
-    iterations: Annotated[
-        int | None, typer.Option(help="DiffSeg: Merging iterations. Default: 3.", show_default=False)
-    ] = None,
-    anchors: Annotated[
-        int | None,
-        typer.Option(help="DiffSeg: Anchors per side of the anchor grid. Default: 16.", show_default=False),
-    ] = None,
-    refine: Annotated[
-        bool | None,
-        typer.Option(
-            "--refine/--no-refine",
-            help="DiffSeg: K-Means refinement of the proposals. Default: off.",
-            show_default=False,
-        ),
-    ] = None,
     labels: Annotated[
         str | None,
         typer.Option(
             help="Name every segment from these classes, comma separated; '|' separates synonyms "
-            '("cat,dog,sky|clouds"). Writes <name>.json and <name>_labelled.jpg. Needs the clip extra.',
+            '("cat,dog,sky|clouds"). Needs the clip extra.',
             show_default=False,
         ),
     ] = None,
     vocabulary: Annotated[
         str | None,
         typer.Option(
-            help="Name segments from a shipped vocabulary: voc, context, coco-object, ade20k or coco-stuff.",
+            help="Name segments from a shipped vocabulary (the official lists): voc, context, coco-object, "
+            "ade20k, coco-stuff or cityscapes.",
             show_default=False,
         ),
     ] = None,
@@ -247,59 +111,37 @@ def segment_command(
         str, typer.Option(help="open_clip pretrained tag or a local checkpoint file.")
     ] = "laion2b_s29b_b131k_ft_soup",
     clip_size: Annotated[int, typer.Option(help="Side of the square image CLIP sees (official: 1024).")] = 1024,
-    noise: Annotated[
-        bool | None,
-        typer.Option(
-            "--noise/--no-noise",
-            help="DiffSeg: Add seeded noise at the timestep. Default: off (official).",
-            show_default=False,
-        ),
-    ] = None,
+    method_values: dict[str, Any] | None = None,
 ) -> None:
     """Segment images: writes <name>.png (palette label map at the image's resolution) and <name>_overlay.jpg."""
-    given = {
-        "model": model,
-        "size": size,
-        "timestep": timestep,
-        "seed": seed,
-        "exact_reference": exact_reference,
-        "tau": tau,
-        "alpha": alpha,
-        "pamr": pamr,
-        "pamr_iters": pamr_iters,
-        "pamr_dilations": pamr_dilations,
-        "kl_threshold": kl_threshold,
-        "iterations": iterations,
-        "anchors": anchors,
-        "refine": refine,
-        "noise": noise,
-    }
+    from zeroseg.pipeline import NamingOptions
+
+    naming = NamingOptions(
+        labels=labels,
+        vocabulary=vocabulary,
+        merge_same_label=merge_same_label,
+        background=background,
+        clip_model=clip_model,
+        clip_weights=clip_weights,
+        clip_size=clip_size,
+    )
     try:
         summary = run_segment(
             inputs,
             out=out,
-            method=method.value,
-            settings=given,
-            device=device.value,
-            dtype=dtype.value,
+            method=method,
+            settings=method_values or {},
+            device=device,
+            dtype=dtype,
             load_options={"variant": variant, "model_config": model_config},
-            naming=NamingOptions(
-                labels=labels,
-                vocabulary=vocabulary,
-                merge_same_label=merge_same_label,
-                background=background,
-                clip_model=clip_model,
-                clip_weights=clip_weights,
-                clip_size=clip_size,
-            ),
+            naming=naming,
+            save=save,
             batch_size=batch_size,
             recursive=recursive,
             overwrite=overwrite,
-            overlay=overlay,
         )
     except ZeroSegError as exc:
-        _err.print(f"[red]error:[/red] {escape(with_flag_names(str(exc), method.value))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise fail(exc, method) from None
     if summary.failures:
         raise typer.Exit(1)
 
@@ -310,71 +152,77 @@ def run_segment(
     out: Path,
     method: str,
     settings: dict[str, Any],
-    device: str,
-    dtype: str,
-    batch_size: int,
-    recursive: bool,
-    overwrite: bool,
-    overlay: bool,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 1,
+    recursive: bool = False,
+    overwrite: bool = False,
+    save: str | None = None,
     load_options: dict[str, Any] | None = None,
-    naming: NamingOptions | None = None,
+    naming: Any = None,
 ) -> RunSummary:
-    """The body of ``zeroseg segment``: returns what happened; raises ZeroSegError only for fatal problems."""
-    from zeroseg.inputs import expand_inputs, input_roots, output_stems
-    from zeroseg.outputs import ensure_folder, output_exists
-    from zeroseg.registry import config_class
+    """The body of ``zeroseg segment``: returns what happened; raises ZeroSegError only for fatal problems.
+
+    Every setting is validated before the model loads; the model loads only when some image needs work.
+    """
+    from zeroseg.inputs import find_inputs, input_roots, output_stems
+    from zeroseg.options import build_config
+    from zeroseg.pipeline import NamingOptions
+    from zeroseg.registry import get_method
+    from zeroseg.writers import DEFAULT_FORMATS, NAMED_DEFAULT_FORMATS, OutputWriter, parse_formats
 
     start = time.perf_counter()
-    config = config_class(method)(**method_settings(method, settings))
+    get_method(method)
     naming = naming or NamingOptions()
+    config = build_config(method, settings)
     naming.check()
-    files, problems = expand_inputs(inputs, recursive=recursive)
-    summary = RunSummary()
-    for line in problems:
+    device, dtype = check_device(device), check_dtype(dtype)
+    formats = parse_formats(save) if save else (NAMED_DEFAULT_FORMATS if naming.enabled else DEFAULT_FORMATS)
+    if "labelled" in formats and not naming.enabled:
+        from zeroseg.errors import ConfigError
+
+        raise ConfigError("the `labelled` output needs --labels or --vocabulary")
+    found = find_inputs(inputs, recursive=recursive)
+    summary = RunSummary(not_images=found.not_images)
+    for line in found.problems:
         summary.fail(line)
     matched = [p for p in inputs if Path(p).is_dir() or glob.glob(p, recursive=recursive)]
+    files = found.files
     stems = output_stems(files, roots=input_roots(matched))
-    folder = ensure_folder(out)
+    writer = OutputWriter(out, formats, overwrite=overwrite)
     jobs = []
     for path, stem in zip(files, stems, strict=True):
-        targets = _targets(folder, stem, overlay, named=naming.enabled)
-        if not overwrite and all(output_exists(t) for t in targets):
+        if not overwrite and writer.complete(stem):
             summary.skipped += 1
-            continue
-        jobs.append((path, targets))
+        else:
+            jobs.append((path, stem))
     if jobs:
-        segmenter = _load_segmenter(method, config, device, dtype, load_options or {})
-        namer = naming.build(segmenter.device) if naming.enabled else None
-        _write_settings(folder, {**segmenter.settings(), **naming.settings()})
-        _process(
-            segmenter,
-            jobs,
-            summary,
-            batch_size=batch_size,
-            overwrite=overwrite,
-            namer=namer,
-            merge_same_label=naming.merge_same_label,
-        )
-    elapsed = time.perf_counter() - start
-    _err.print(_summary_line(summary, folder, elapsed), soft_wrap=True, highlight=False)
+        pipeline = _load_pipeline(method, config, device, dtype, load_options or {}, naming, batch_size)
+        _write_settings(writer.folder, pipeline.settings())
+        _process(pipeline, writer, jobs, summary)
+    err_console.print(_summary_line(summary, writer.folder, time.perf_counter() - start), soft_wrap=True)
     return summary
 
 
-def _targets(folder: Path, stem: str, overlay: bool, *, named: bool = False) -> list[Path]:
-    """Output paths of one image: label map first, then the overlay, then the naming outputs."""
-    targets = [folder / f"{stem}.png"]
-    if overlay:
-        targets.append(folder / f"{stem}_overlay.jpg")
-    if named:
-        targets += [folder / f"{stem}.json", folder / f"{stem}_labelled.jpg"]
-    return targets
-
-
-def _load_segmenter(method: str, config: Any, device: str, dtype: str, load_options: dict[str, Any]) -> Any:
+def _load_pipeline(
+    method: str, config: Any, device: str, dtype: str | None, load_options: dict[str, Any], naming: Any, batch_size: int
+) -> Any:
+    from zeroseg.pipeline import Pipeline
     from zeroseg.registry import create_segmenter
 
-    with _err.status(f"Loading {config.model} ...", spinner="dots"):
-        return create_segmenter(method, config=config, device=device, dtype=dtype, **load_options)
+    with err_console.status(f"Loading {config.model} ...", spinner="dots"):
+        segmenter = create_segmenter(method, config=config, device=device, dtype=dtype, **load_options)
+    namer = None
+    if naming.enabled:
+        with err_console.status(f"Loading {naming.clip_model} ({naming.clip_weights}) ...", spinner="dots"):
+            namer = naming.build(segmenter.device)
+    return Pipeline(
+        segmenter,
+        namer=namer,
+        merge_same_label=naming.merge_same_label,
+        batch_size=batch_size,
+        naming_settings=naming.to_dict() if namer is not None else None,
+    )
 
 
 def _write_settings(folder: Path, settings: dict[str, Any]) -> None:
@@ -385,17 +233,14 @@ def _write_settings(folder: Path, settings: dict[str, Any]) -> None:
         temp.write_text(json.dumps({"zeroseg": __version__, **settings}, indent=2) + "\n")
 
 
-def _process(
-    segmenter: Any,
-    jobs: list[tuple[Path, list[Path]]],
-    summary: RunSummary,
-    *,
-    batch_size: int,
-    overwrite: bool,
-    namer: Any = None,
-    merge_same_label: bool = False,
-) -> None:
+def _process(pipeline: Any, writer: Any, jobs: list[tuple[Path, str]], summary: RunSummary) -> None:
+    """Claim, segment and write each image; images another run holds are looked at again at the end."""
+    from contextlib import ExitStack
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from zeroseg.errors import one_line
+    from zeroseg.pipeline import Failure, ImageItem
 
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -403,139 +248,75 @@ def _process(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    stems = {str(path): stem for path, stem in jobs}
+    held: dict[str, ExitStack] = {}  # stem -> its claim, released once its outputs are written
+    elsewhere: list[tuple[Path, str]] = []  # images another run holds, looked at again later
+    waited: set[str] = set()
 
-    def write(image: Any, labels: Any, targets: list[Path]) -> None:
-        _write_outputs(image, labels, targets, overwrite=overwrite, namer=namer, merge_same_label=merge_same_label)
+    def claimed(pending: list[tuple[Path, str]]) -> Iterator[ImageItem]:
+        """Yield the images this run claims, just before the pipeline works on them."""
+        for path, stem in pending:
+            if writer.complete(stem) and (not writer.overwrite or stem in waited):
+                summary.skipped += 1
+                summary.by_other_run += 1
+                progress.advance(task)
+                continue
+            claim = ExitStack()
+            if not claim.enter_context(writer.claim(stem)):
+                claim.close()
+                elsewhere.append((path, stem))
+                waited.add(stem)
+                continue
+            held[stem] = claim
+            yield ImageItem(path, str(path))
 
-    with Progress(*columns, console=_err, disable=len(jobs) < 2, transient=False) as progress:
+    def finish(item: Any) -> None:
+        stem = stems[item.source]
+        try:
+            if isinstance(item, Failure):
+                summary.fail(item.error)
+            else:
+                writer.write(item, stem)
+                summary.done += 1
+        except ZeroSegError as exc:
+            summary.fail(str(exc))
+        except OSError as exc:
+            summary.fail(f"{item.source}: {type(exc).__name__}: {one_line(exc)}")
+        finally:
+            if stem in held:
+                held.pop(stem).close()
+            progress.advance(task)
+
+    with Progress(*columns, console=err_console, disable=len(jobs) < 2, transient=False) as progress:
         task = progress.add_task("Segmenting", total=len(jobs))
-        for begin in range(0, len(jobs), batch_size):
-            batch = jobs[begin : begin + batch_size]
-            _process_batch(segmenter, batch, summary, write=write)
-            progress.advance(task, len(batch))
-
-
-def _process_batch(segmenter: Any, batch: list[tuple[Path, list[Path]]], summary: RunSummary, *, write: Any) -> None:
-
-    from zeroseg.image import load_image, to_tensor
-
-    loaded = []
-    for path, targets in batch:
+        pending = jobs
         try:
-            image = load_image(path)
-        except ZeroSegError as exc:
-            summary.fail(str(exc))
-            continue
-        loaded.append((path, targets, image, to_tensor(image)))
-    if not loaded:
-        return
-    try:
-        captures = segmenter.capture_images([tensor for *_, tensor in loaded])
-    except (RuntimeError, ValueError, ZeroSegError) as exc:
-        for path, *_ in loaded:
-            summary.fail(f"{path}: segmentation failed ({type(exc).__name__}: {one_line(exc)})")
-        return
-    for (path, targets, image, tensor), capture in zip(loaded, captures, strict=True):
-        try:
-            labels = segmenter.segment_capture(capture, output_size=tuple(tensor.shape[1:]), image=tensor)
-            write(image, labels.numpy(), targets)
-        except ZeroSegError as exc:
-            summary.fail(str(exc))
-            continue
-        except (RuntimeError, ValueError, OSError) as exc:
-            summary.fail(f"{path}: {type(exc).__name__}: {one_line(exc)}")
-            continue
-        summary.done += 1
-
-
-def _write_outputs(
-    image: Any,
-    labels: Any,
-    targets: list[Path],
-    *,
-    overwrite: bool,
-    namer: Any = None,
-    merge_same_label: bool = False,
-) -> None:
-    """Write the label map and overlay; with a namer, name the segments first (merging shares the label map)."""
-    from zeroseg.outputs import check_output, save_label_map, save_overlay
-
-    if namer is not None:
-        from zeroseg.openvocab import name_and_export
-
-        for target in targets:
-            check_output(target, overwrite=overwrite)
-        stem = targets[0].with_suffix("")
-        labels, _ = name_and_export(labels, image, namer, stem, merge_same_label=merge_same_label)
-    save_label_map(labels, targets[0], overwrite=overwrite)
-    if len(targets) > 1 and targets[1].name.endswith("_overlay.jpg"):
-        save_overlay(image, labels, targets[1], overwrite=overwrite)
-
-
-@dataclass
-class NamingOptions:
-    """Open-vocabulary naming of segments (the ``clip`` extra), off unless labels or a vocabulary is given."""
-
-    labels: str | None = None
-    vocabulary: str | None = None
-    merge_same_label: bool = False
-    background: bool = False
-    clip_model: str = "convnext_large_d_320"
-    clip_weights: str = "laion2b_s29b_b131k_ft_soup"
-    clip_size: int = 1024
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.labels or self.vocabulary)
-
-    def check(self) -> None:
-        """Refuse contradictory options before any model is loaded."""
-        if self.labels and self.vocabulary:
-            raise ConfigError("give either `--labels` or `--vocabulary`, not both")
-        if not self.enabled and (self.merge_same_label or self.background):
-            raise ConfigError("`--merge-same-label` and `--background` need `--labels` or `--vocabulary`")
-        if self.clip_size < 32:
-            raise ConfigError(f"`--clip-size` must be at least 32 (got {self.clip_size})")
-
-    def build(self, device: Any) -> Any:
-        """Load the CLIP namer (once per run)."""
-        from zeroseg.openvocab import SegmentNamer
-
-        with _err.status(f"Loading {self.clip_model} ({self.clip_weights}) ...", spinner="dots"):
-            return SegmentNamer(
-                self.clip_model,
-                self.clip_weights,
-                vocabulary=self.labels or self.vocabulary,
-                device=device,
-                add_background=self.background,
-                image_size=self.clip_size,
-            )
-
-    def settings(self) -> dict[str, Any]:
-        """What to record in the run's settings file."""
-        if not self.enabled:
-            return {}
-        return {
-            "naming": {
-                "labels": self.labels,
-                "vocabulary": self.vocabulary,
-                "clip_model": self.clip_model,
-                "clip_weights": self.clip_weights,
-                "clip_size": self.clip_size,
-                "merge_same_label": self.merge_same_label,
-                "background": self.background,
-            }
-        }
+            while pending:
+                for item in pipeline.stream(claimed(pending)):
+                    finish(item)
+                pending, elsewhere[:] = list(elsewhere), []
+                if pending:
+                    progress.update(task, description=f"Waiting for {len(pending)} images another run is writing")
+                    time.sleep(CLAIM_POLL_SECONDS)
+        finally:
+            for claim in held.values():
+                claim.close()
 
 
 def _summary_line(summary: RunSummary, folder: Path, elapsed: float) -> str:
     parts = [f"{summary.done} segmented"]
     if summary.skipped:
-        parts.append(f"{summary.skipped} skipped (outputs exist; --overwrite to redo)")
+        others = f", {summary.by_other_run} by another run" if summary.by_other_run else ""
+        parts.append(f"{summary.skipped} skipped (outputs exist{others}; --overwrite to redo)")
     if summary.failures:
         parts.append(f"{len(summary.failures)} failed")
+    line = ", ".join(parts)
+    if summary.not_images:
+        shown = ", ".join(summary.not_images[:5]) + (", ..." if len(summary.not_images) > 5 else "")
+        noun = "file that is not an image" if len(summary.not_images) == 1 else "files that are not images"
+        line += f"; skipped {len(summary.not_images)} {noun}: {shown}"
     colour = "red" if summary.failures else "green"
-    return f"[{colour}]{', '.join(parts)}[/{colour}] in {elapsed:.1f} s -> {escape(str(folder))}"
+    return f"[{colour}]{escape(line)}[/{colour}] in {elapsed:.1f} s -> {escape(str(folder))}"
 
 
 def register(app: typer.Typer) -> None:

@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Segment:
-    """One named segment of a label map.
+class NamedSegment:
+    """One segment of a label map with its class probabilities (what the namer computes).
 
     Attributes:
         segment_id: its value in the label map.
@@ -207,7 +207,7 @@ class SegmentNamer:
             _, probabilities = classify_embeddings(embeddings, classifier, logit_scale=logit_scale_of(self.clip.model))
         return segment_ids.astype(np.int64), probabilities.float().cpu().numpy()
 
-    def name_segments(self, image: Any, labels: np.ndarray | torch.Tensor) -> list[Segment]:
+    def name_segments(self, image: Any, labels: np.ndarray | torch.Tensor) -> list[NamedSegment]:
         """Give every segment of ``labels`` a class name and score.
 
         Args:
@@ -215,7 +215,7 @@ class SegmentNamer:
             labels: ``(H, W)`` integer label map (e.g. ``SegmentationResult.labels``).
 
         Returns:
-            One :class:`Segment` per segment id, in increasing id order.
+            One :class:`NamedSegment` per segment id, in increasing id order.
         """
         array = _check_labels(labels)
         segment_ids, probabilities = self.classify_segments(image, array)
@@ -224,14 +224,14 @@ class SegmentNamer:
 
 def segments_from_probabilities(
     labels: np.ndarray, segment_ids: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
-) -> list[Segment]:
-    """Build :class:`Segment` records from per-segment ``(Q, N)`` probabilities (argmax = label)."""
+) -> list[NamedSegment]:
+    """Build :class:`NamedSegment` records from per-segment ``(Q, N)`` probabilities (argmax = label)."""
     segments = []
     for segment_id, probs in zip(segment_ids.tolist(), probabilities, strict=True):
         mask = labels == segment_id
         best = int(np.argmax(probs))
         segments.append(
-            Segment(
+            NamedSegment(
                 segment_id=int(segment_id),
                 label=class_names[best],
                 class_index=best,
@@ -244,7 +244,7 @@ def segments_from_probabilities(
     return segments
 
 
-def merge_same_label(labels: np.ndarray, segments: Sequence[Segment]) -> tuple[np.ndarray, list[Segment]]:
+def merge_same_label(labels: np.ndarray, segments: Sequence[NamedSegment]) -> tuple[np.ndarray, list[NamedSegment]]:
     """Merge segments that got the same class into one segment per class.
 
     The merged segment's probabilities are the area-weighted mean of its parts; its score is that mean's
@@ -263,7 +263,7 @@ def merge_same_label(labels: np.ndarray, segments: Sequence[Segment]) -> tuple[n
     present = {int(v) for v in np.unique(array) if v >= 0}
     if present - known:
         raise ConfigError(f"`segments` do not describe segment ids {sorted(present - known)} found in `labels`")
-    groups: dict[int, list[Segment]] = {}
+    groups: dict[int, list[NamedSegment]] = {}
     for segment in sorted((s for s in segments if s.segment_id in present), key=lambda s: s.segment_id):
         groups.setdefault(segment.class_index, []).append(segment)
     lookup = {}
@@ -282,7 +282,7 @@ def merge_same_label(labels: np.ndarray, segments: Sequence[Segment]) -> tuple[n
         mask = merged == new_id
         first = members[0]
         out.append(
-            Segment(
+            NamedSegment(
                 segment_id=new_id,
                 label=first.label,
                 class_index=first.class_index,
