@@ -11,55 +11,53 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from zeroseg.cli.app import app
 from zeroseg.distributed import FAILURES_FILE, REPORT_FILE, RayOptions, read_label_maps, segment_on_ray
 from zeroseg.distributed.hooks import KillOnce, RecordBatches
-from zeroseg.distributed.sources import expand_sources
 
-from .conftest import NUM_IMAGES
+from .conftest import NUM_IMAGES, SIZE
 
 OPTIONS = RayOptions(num_workers=2, batch_size=2, progress=False)
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def local_labels(collection: Path, pipeline_settings: dict) -> dict[str, np.ndarray]:
-    """Label maps of the local mode (the library pipeline in this process), by output name."""
-    from zeroseg.pipeline import build_pipeline
-
-    items, _ = expand_sources([str(collection / "photos")], recursive=True)
-    pipe = build_pipeline(**pipeline_settings)
-    results = pipe([item.location for item in items])
-    return {item.image_id: result.labels for item, result in zip(items, results, strict=True)}
-
-
-@pytest.fixture(scope="module")
-def files_run(ray_session, collection: Path, pipeline_settings: dict, tmp_path_factory: pytest.TempPathFactory):
-    """One run over the photos and the broken files with 2 workers, writing the local mode's files."""
-    out = tmp_path_factory.mktemp("files-out")
-    report = segment_on_ray(
-        [str(collection / "photos"), str(collection / "broken")],
-        output=str(out),
-        pipeline=pipeline_settings,
-        options=OPTIONS,
-        formats=("png", "overlay", "json"),
-        recursive=True,
-        echo=None,
+def local_labels(collection: Path, tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Label maps of the local mode (``zeroseg segment`` without an engine), by output name."""
+    out = tmp_path_factory.mktemp("local-out")
+    result = runner.invoke(
+        app, ["segment", str(collection / "photos"), "-r", *_model_flags(tiny_sd_path), "-o", str(out)]
     )
-    return out, report
+    assert result.exit_code == 0, result.output
+    return {str(p.relative_to(out).with_suffix("")): np.asarray(Image.open(p)) for p in out.rglob("img*.png")}
+
+
+@pytest.fixture(scope="module")
+def files_run(ray_session, collection: Path, tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``zeroseg segment --engine ray`` over the photos and the broken files with 2 workers (the Ray of the
+    session is joined, not restarted)."""
+    out = tmp_path_factory.mktemp("files-out")
+    inputs = [str(collection / "photos"), str(collection / "broken"), "-r", "-o", str(out)]
+    flags = ["--engine", "ray", "--num-workers", "2", "--batch-size", "2", "--save", "png,overlay,json"]
+    result = runner.invoke(app, ["segment", *inputs, *_model_flags(tiny_sd_path), *flags])
+    return out, result
 
 
 def test_two_workers_give_the_local_label_maps(files_run, local_labels):
-    out, report = files_run
-    assert report.done == NUM_IMAGES and len(local_labels) == NUM_IMAGES
+    out, result = files_run
+    assert result.exit_code == 1  # the broken files failed; everything else was done
+    assert len(local_labels) == NUM_IMAGES
     for image_id, expected in local_labels.items():
         written = np.asarray(Image.open(out / f"{image_id}.png"))
         np.testing.assert_array_equal(written, expected, err_msg=image_id)
         assert (out / f"{image_id}_overlay.jpg").is_file() and (out / f"{image_id}.json").is_file()
-    assert len(report.workers) == 2 and sum(w.images for w in report.workers.values()) == NUM_IMAGES
+    assert "24 segmented" in result.output and "images/s overall" in result.output
 
 
 def test_broken_files_land_in_the_failures_manifest_with_one_line_errors(files_run, collection):
-    out, report = files_run
+    out, result = files_run
     with open(out / FAILURES_FILE, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(row["image_id"] for row in rows) == ["cut", "notes"]
@@ -71,10 +69,11 @@ def test_broken_files_land_in_the_failures_manifest_with_one_line_errors(files_r
     assert "truncated or corrupt" in by_id["cut"]["error"] or "cannot" in by_id["cut"]["error"]
     assert all(row["stage"] == "read" and "\n" not in row["error"] for row in rows)
     assert not list(out.glob("notes*")) and not list(out.glob("cut*"))
+    assert f"error: {by_id['notes']['error']}" in " ".join(result.output.split())
 
 
 def test_report_has_overall_and_per_worker_throughput_and_stage_times(files_run):
-    out, report = files_run
+    out, _ = files_run
     document = json.loads((out / REPORT_FILE).read_text())
     assert document["images"] == {"total": 26, "already_done": 0, "segmented": 24, "skipped": 0, "failed": 2}
     assert document["images_per_s"] > 0 and len(document["workers"]) == 2
@@ -87,7 +86,7 @@ def test_report_has_overall_and_per_worker_throughput_and_stage_times(files_run)
 def test_rerun_does_no_work(files_run, collection, pipeline_settings):
     out, _ = files_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
-    report = _photos_again(collection, out, pipeline_settings)
+    report = _photos_again(collection, out, pipeline_settings)  # the library entry point, this time
     assert (report.done, report.already_done, report.failures) == (0, NUM_IMAGES, [])
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
 
@@ -147,3 +146,7 @@ def _photos_again(collection: Path, out: Path, pipeline_settings: dict, **option
         echo=None,
         **options,
     )
+
+
+def _model_flags(model: Path) -> list[str]:
+    return ["--model", str(model), "--method", "diffseg", "--size", str(SIZE), "--device", "cpu"]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeroseg.errors import ConfigError, require
+from zeroseg.errors import ConfigError, ZeroSegError, one_line, require
 
 from . import reading
 from .report import FAILURES_FILE, REPORT_FILE, RunReport, failures_csv, report_json
@@ -32,6 +32,9 @@ from .storage import join, write_bytes
 from .worker import JobSpec, SegmentWorker
 
 OUTPUT_FORMATS = ("files", "parquet")
+_LOADING_KEYS = frozenset(
+    {"method", "device", "dtype", "revision", "variant", "model_config", "naming", "batch_size", "keep_capture"}
+)
 
 
 @dataclass
@@ -123,6 +126,8 @@ def segment_on_ray(
     options.check()
     if output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"`--format` must be one of {', '.join(OUTPUT_FORMATS)} (got {output_format!r})")
+    pipeline = {**pipeline, "batch_size": options.batch_size}
+    _check_settings(pipeline)
     start = time.perf_counter()
     report = RunReport()
     items, problems = expand_sources(inputs, recursive=recursive, path_column=path_column)
@@ -173,10 +178,13 @@ def _run(
         job.threads = None if options.gpus_per_worker else max(1, round(cpus))
         dataset = _build_dataset(ray, todo, job, options, workers=workers, cpus_per_worker=cpus)
         seen: set[str] = set()
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            if not seen:
-                report.startup_s = time.perf_counter() - start
-            seen.update(report.add_outcomes(batch))
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                if not seen:
+                    report.startup_s = time.perf_counter() - start
+                seen.update(report.add_outcomes(batch))
+        except ray.exceptions.RayError as exc:
+            raise ZeroSegError(f"the Ray job stopped: {_root_cause(exc)}") from None
     finally:
         if started_here:
             ray.shutdown()
@@ -186,11 +194,33 @@ def _run(
             report.fail(item.image_id, item.location, "worker", error)
 
 
+def _check_settings(pipeline: dict[str, Any]) -> None:
+    """Check the method settings here, before any worker spends minutes loading a model with them."""
+    from zeroseg.options import build_config
+    from zeroseg.registry import DEFAULT_METHOD
+
+    settings = {key: value for key, value in pipeline.items() if key not in _LOADING_KEYS}
+    build_config(pipeline.get("method") or DEFAULT_METHOD, settings)
+    naming = pipeline.get("naming")
+    if naming is not None:
+        naming.check()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The one-line message of the error behind a Ray error (a worker's ZeroSegError, say)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ZeroSegError):
+            return one_line(cause)
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return one_line(exc)
+
+
 def _init(ray: Any, options: RayOptions) -> None:
-    """Start a local Ray (listening on this machine only) or connect to the cluster at ``options.address``."""
+    """Start Ray on this machine (a single-node cluster, no dashboard) or connect to the one at ``options.address``."""
     init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if options.address is None:
-        init |= {"num_cpus": options.num_cpus, "_node_ip_address": "127.0.0.1"}
+        init["num_cpus"] = options.num_cpus
     else:
         init["address"] = options.address
     try:
