@@ -27,7 +27,7 @@ from zeroseg.errors import ConfigError, ZeroSegError, one_line, require
 from . import reading
 from .report import FAILURES_FILE, REPORT_FILE, RunReport, failures_csv, report_json
 from .sinks import SEGMENTS_FOLDER, finished_ids
-from .sources import expand_sources
+from .sources import expand_sources, is_uri
 from .storage import join, write_bytes
 from .worker import JobSpec, SegmentWorker
 
@@ -126,6 +126,8 @@ def segment_on_ray(
     options.check()
     if output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"`--format` must be one of {', '.join(OUTPUT_FORMATS)} (got {output_format!r})")
+    if output_format == "files" and is_uri(output):
+        raise ConfigError(f"`--out` {output}: files need a folder every worker can write; URIs take --format parquet")
     pipeline = {**pipeline, "batch_size": options.batch_size}
     _check_settings(pipeline)
     start = time.perf_counter()
@@ -180,9 +182,9 @@ def _run(
         seen: set[str] = set()
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                if not seen:
-                    report.startup_s = time.perf_counter() - start
-                seen.update(report.add_outcomes(batch))
+                now = time.perf_counter() - start
+                report.startup_s = report.startup_s or now
+                seen.update(report.add_outcomes(batch, at=now))
         except ray.exceptions.RayError as exc:
             raise ZeroSegError(f"the Ray job stopped: {_root_cause(exc)}") from None
     finally:

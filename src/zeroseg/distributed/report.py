@@ -68,10 +68,13 @@ class RunReport:
     wall_s: float = 0.0
     startup_s: float = 0.0
     segments: int = 0
+    arrivals: list[tuple[float, int]] = field(default_factory=list)
+    """(seconds since the start, images segmented) of every outcome batch, in the order they came back."""
 
-    def add_outcomes(self, batch: Mapping[str, Any]) -> list[str]:
-        """Fold a batch of outcome rows in; returns the image ids it covered."""
+    def add_outcomes(self, batch: Mapping[str, Any], *, at: float = 0.0) -> list[str]:
+        """Fold a batch of outcome rows in (``at``: seconds since the start); returns the image ids it covered."""
         ids = [str(value) for value in batch["image_id"]]
+        done_before = self.done
         for row in range(len(ids)):
             status = str(batch["status"][row])
             worker = str(batch["worker"][row])
@@ -88,6 +91,8 @@ class RunReport:
                 stats = self.workers.setdefault(worker, WorkerStats())
                 stats.images += status == STATUS_DONE
                 stats.busy_s += float(batch["busy_s"][row])
+        if self.done > done_before:
+            self.arrivals.append((at, self.done - done_before))
         return ids
 
     def fail(self, image_id: str, path: str, stage: str, error: str) -> None:
@@ -95,7 +100,16 @@ class RunReport:
 
     @property
     def images_per_s(self) -> float:
+        """End to end: Ray start-up and model loading included."""
         return self.done / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def steady_images_per_s(self) -> float:
+        """Once running: the images after the first batch over the time from the first batch to the last."""
+        if len(self.arrivals) < 2:
+            return 0.0
+        span = self.arrivals[-1][0] - self.arrivals[0][0]
+        return sum(count for _, count in self.arrivals[1:]) / span if span > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The report document (``zeroseg-report.json``)."""
@@ -111,6 +125,7 @@ class RunReport:
             "wall_s": round(self.wall_s, 3),
             "startup_s": round(self.startup_s, 3),
             "images_per_s": round(self.images_per_s, 4),
+            "steady_images_per_s": round(self.steady_images_per_s, 4),
             "workers": {
                 name: {"images": s.images, "busy_s": round(s.busy_s, 3), "images_per_s": round(s.images_per_s, 4)}
                 for name, s in sorted(self.workers.items())
@@ -127,6 +142,8 @@ class RunReport:
         if self.failures:
             counts += f", {len(self.failures)} failed"
         lines = [f"{counts} in {self.wall_s:.1f} s: {self.images_per_s:.2f} images/s overall"]
+        if self.steady_images_per_s:
+            lines[0] += f", {self.steady_images_per_s:.2f} once running"
         if self.startup_s:
             lines.append(f"  first result after {self.startup_s:.1f} s (Ray start-up, model load, first batch)")
         for name, stats in sorted(self.workers.items()):
