@@ -97,3 +97,13 @@ def test_the_local_mode_never_imports_ray(tiny_sd_path, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-2:] == ["False", "False"]
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_the_failures_manifest_is_an_input_manifest_with_the_same_output_names(tmp_path):
+    from zeroseg.distributed.report import Failure, failures_csv
+
+    _touch_images(tmp_path, "photos/2024/b.png")
+    failure = Failure("2024/b", str(tmp_path / "photos/2024/b.png"), "segment", 'b.png: failed, "quoted", twice')
+    (tmp_path / "zeroseg-failures.csv").write_bytes(failures_csv([failure]))
+    items, problems = expand_sources([str(tmp_path / "zeroseg-failures.csv")])
+    assert problems == [] and [(item.image_id, item.location) for item in items] == [("2024/b", failure.path)]

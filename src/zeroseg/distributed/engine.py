@@ -16,6 +16,7 @@ them again. Everything already written is skipped before the job starts, so a re
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -235,14 +236,20 @@ def _init(ray: Any, options: RayOptions) -> None:
 def _build_dataset(
     ray: Any, todo: list[Any], job: JobSpec, options: RayOptions, *, workers: int, cpus_per_worker: float
 ) -> Any:
-    context = ray.data.DataContext.get_current()
+    context = copy.deepcopy(ray.data.DataContext.get_current())  # this job's settings, the caller's left alone
     context.max_errored_blocks = -1  # a batch lost after every retry is recorded, the job goes on
     context.enable_progress_bars = options.progress
     context.print_on_execution_start = options.progress
     context.enable_auto_log_stats = False
-    rows_per_block = max(options.batch_size * 2, 8)
+    with ray.data.DataContext.current(context):  # datasets keep the context they were made under
+        return _pipeline(ray, todo, job, options, workers=workers, cpus_per_worker=cpus_per_worker)
+
+
+def _pipeline(
+    ray: Any, todo: list[Any], job: JobSpec, options: RayOptions, *, workers: int, cpus_per_worker: float
+) -> Any:
     rows = [{reading.IMAGE_ID: item.image_id, reading.LOCATION: item.location} for item in todo]
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / rows_per_block)))
+    dataset = ray.data.from_items(rows, override_num_blocks=_num_blocks(len(rows), options.batch_size, workers))
     dataset = dataset.map_batches(
         reading.decode_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=options.read_cpus
     )
@@ -257,6 +264,14 @@ def _build_dataset(
         num_gpus=options.gpus_per_worker or None,
         **retries,  # Ray Data's defaults otherwise: actors restart without limit, batches retry until done
     )
+
+
+def _num_blocks(rows: int, batch_size: int, workers: int) -> int:
+    """Blocks are what Ray hands out: at least 4 per worker while there is work (so none idles while another
+    holds a long block), at most 8 batches each (so few blocks, little scheduling, on large collections)."""
+    batches = math.ceil(rows / batch_size)
+    batches_per_block = max(1, min(8, batches // (4 * workers)))
+    return max(1, math.ceil(batches / batches_per_block))
 
 
 def _worker_shape(ray: Any, options: RayOptions) -> tuple[int, float]:
