@@ -9,8 +9,11 @@ For each model, the same generated images are segmented three ways, in one run:
 Reported per row: end-to-end images/s (Ray start-up, worker start and model load included), steady images/s
 (from the first finished batch to the last), and the seconds per stage summed over all images. From them:
 
-- Ray's own overhead: 1 - steady(ray x1) / local, plus the fixed start-up (first result after N s);
-- the scaling ratio: steady(ray x2) / (2 * steady(ray x1)), the goal being >= 0.8.
+- Ray's own overhead: the CPU seconds its processes (raylet, GCS, agents, read tasks) and the driver used
+  during the job, as a share of all the job's CPU seconds (read from /proc), and the fixed start-up (first
+  result after N s, worker start and model load included);
+- the scaling ratio: steady(ray x2) / (2 * steady(ray x1)), the goal being >= 0.8 (per worker busy rates
+  show how much of a shortfall is the workers slowing each other down on shared cores).
 
 Models: ``tiny`` (``zeroseg.testing.make_tiny_model``, 64 px) and ``sd14``, the SD 1.4 UNet architecture with
 random weights at a reduced size (default 256 px; speed does not depend on the weight values). The CPU is
@@ -103,17 +106,52 @@ def run_local(settings: dict[str, Any], images: Path, out: Path) -> dict[str, An
     return row | {"steady": steady, "stage": stage}
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of every process of this machine, with its command line."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(entry)] = (command, (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
+def ray_cpu_split(before: dict, after: dict, actor_pids: set[int]) -> dict[str, float]:
+    """CPU seconds spent during a job by the segmenting actors, by this driver, and by Ray's own processes
+    (raylet, GCS, agents, read tasks' workers)."""
+    split = {"actors": 0.0, "driver": 0.0, "ray": 0.0}
+    for pid, (command, seconds) in after.items():
+        used = seconds - before.get(pid, (command, 0.0))[1]
+        if pid in actor_pids:
+            split["actors"] += used
+        elif pid == os.getpid():
+            split["driver"] += used
+        elif command.startswith("ray::") or "site-packages/ray/" in command:
+            split["ray"] += used
+    return split
+
+
 def run_ray(settings: dict[str, Any], images: Path, out: Path, workers: int) -> dict[str, Any]:
     from zeroseg.distributed import RayOptions, segment_on_ray
 
     options = RayOptions(num_workers=workers, batch_size=1, progress=False)
+    before = cpu_seconds()
     report = segment_on_ray([str(images)], output=str(out), pipeline=settings, options=options, echo=None)
     if report.failures:
         raise SystemExit(report.failures[0].error)
+    actor_pids = {int(name.rsplit(":", 1)[1]) for name in report.workers}
+    cpu = ray_cpu_split(before, cpu_seconds(), actor_pids)
     stage = {name: report.stage_s[name] for name in ("read", "unet", "cluster", "write")}
     busy = {name: round(stats.images_per_s, 3) for name, stats in report.workers.items()}
     row = {"images": report.done, "wall_s": report.wall_s, "first_s": report.startup_s, "e2e": report.images_per_s}
-    return row | {"steady": report.steady_images_per_s, "stage": stage, "per_worker": busy}
+    return row | {"steady": report.steady_images_per_s, "stage": stage, "per_worker": busy, "cpu": cpu}
 
 
 def main() -> None:
@@ -157,6 +195,8 @@ def main() -> None:
 def print_row(kind: str, mode: str, row: dict[str, Any]) -> None:
     stages = " ".join(f"{name} {seconds:.1f}" for name, seconds in row["stage"].items())
     workers = f"  per worker (busy) {row['per_worker']}" if "per_worker" in row else ""
+    if "cpu" in row:
+        workers += "  CPU s: " + " ".join(f"{name} {seconds:.1f}" for name, seconds in row["cpu"].items())
     print(
         f"{kind:5} {mode:7} {row['images']:3d} images wall {row['wall_s']:6.1f} s first result {row['first_s']:5.1f} s"
         f"  e2e {row['e2e']:6.3f}/s  steady {row['steady']:6.3f}/s  stages [s]: {stages}{workers}",
@@ -166,18 +206,28 @@ def print_row(kind: str, mode: str, row: dict[str, Any]) -> None:
 
 def print_summary(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
     table = {(kind, mode): row for kind, mode, row in rows}
-    print("\n| model | local steady /s | ray x1 steady /s | ray x2 steady /s | Ray overhead (steady) | scaling x2 |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| model | local steady /s | ray x1 steady /s | ray x2 steady /s | per worker busy /s (x1; x2) "
+        "| Ray's own CPU (x1; x2) | scaling x2 |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for kind in dict.fromkeys(kind for kind, _, _ in rows):
         local, one, two = (table.get((kind, mode)) for mode in ("local", "ray x1", "ray x2"))
         if not (local and one and two):
             continue
-        overhead = 1 - one["steady"] / local["steady"] if local["steady"] else float("nan")
         scaling = two["steady"] / (2 * one["steady"]) if one["steady"] else float("nan")
+        busy = "; ".join(", ".join(f"{v:.3f}" for v in r["per_worker"].values()) for r in (one, two))
+        own = "; ".join(f"{_ray_share(r['cpu']):.0%}" for r in (one, two))
         print(
-            f"| {kind} | {local['steady']:.3f} | {one['steady']:.3f} | {two['steady']:.3f} | {overhead:+.0%} |"
+            f"| {kind} | {local['steady']:.3f} | {one['steady']:.3f} | {two['steady']:.3f} | {busy} | {own} |"
             f" {scaling:.2f} |"
         )
+
+
+def _ray_share(cpu: dict[str, float]) -> float:
+    """The share of the job's CPU time that went to the driver and Ray's own processes, not to the actors."""
+    total = sum(cpu.values())
+    return (cpu["driver"] + cpu["ray"]) / total if total else float("nan")
 
 
 if __name__ == "__main__":

@@ -183,9 +183,8 @@ def _run(
         seen: set[str] = set()
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                now = time.perf_counter() - start
-                report.startup_s = report.startup_s or now
-                seen.update(report.add_outcomes(batch, at=now))
+                report.startup_s = report.startup_s or time.perf_counter() - start
+                seen.update(report.add_outcomes(batch))
         except ray.exceptions.RayError as exc:
             raise ZeroSegError(f"the Ray job stopped: {_root_cause(exc)}") from None
     finally:
@@ -193,7 +192,7 @@ def _run(
             ray.shutdown()
     for item in todo:
         if item.image_id not in seen:
-            error = f"{item.location}: lost, its batch failed on every retry (worker died or ran out of memory)"
+            error = f"{item.location}: lost, its batch failed on every attempt (worker died or raised; see Ray's logs)"
             report.fail(item.image_id, item.location, "worker", error)
 
 

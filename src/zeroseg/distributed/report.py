@@ -27,9 +27,8 @@ STAGES = ("read", "unet", "cluster", "name", "write")
 (the method's segmentation of the capture), naming (CLIP, when a vocabulary is given) and writing outputs."""
 
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
-OUTCOME_COLUMNS = ("image_id", "location", "status", "stage", "error", "worker", "busy_s", "segments") + tuple(
-    f"{stage}_s" for stage in STAGES
-)
+OUTCOME_COLUMNS = ("image_id", "location", "status", "stage", "error", "worker", "busy_s", "finished_at", "segments")
+OUTCOME_COLUMNS += tuple(f"{stage}_s" for stage in STAGES)
 
 
 @dataclass
@@ -68,19 +67,20 @@ class RunReport:
     wall_s: float = 0.0
     startup_s: float = 0.0
     segments: int = 0
-    arrivals: list[tuple[float, int]] = field(default_factory=list)
-    """(seconds since the start, images segmented) of every outcome batch, in the order they came back."""
+    finished: dict[float, int] = field(default_factory=dict)
+    """Images segmented per worker batch, by the (wall clock) time the batch finished."""
 
-    def add_outcomes(self, batch: Mapping[str, Any], *, at: float = 0.0) -> list[str]:
-        """Fold a batch of outcome rows in (``at``: seconds since the start); returns the image ids it covered."""
+    def add_outcomes(self, batch: Mapping[str, Any]) -> list[str]:
+        """Fold a batch of outcome rows in; returns the image ids it covered."""
         ids = [str(value) for value in batch["image_id"]]
-        done_before = self.done
         for row in range(len(ids)):
             status = str(batch["status"][row])
             worker = str(batch["worker"][row])
             if status == STATUS_DONE:
                 self.done += 1
                 self.segments += int(batch["segments"][row])
+                finished_at = float(batch["finished_at"][row])
+                self.finished[finished_at] = self.finished.get(finished_at, 0) + 1
             elif status == STATUS_SKIPPED:
                 self.skipped += 1
             else:
@@ -91,8 +91,6 @@ class RunReport:
                 stats = self.workers.setdefault(worker, WorkerStats())
                 stats.images += status == STATUS_DONE
                 stats.busy_s += float(batch["busy_s"][row])
-        if self.done > done_before:
-            self.arrivals.append((at, self.done - done_before))
         return ids
 
     def fail(self, image_id: str, path: str, stage: str, error: str) -> None:
@@ -105,11 +103,12 @@ class RunReport:
 
     @property
     def steady_images_per_s(self) -> float:
-        """Once running: the images after the first batch over the time from the first batch to the last."""
-        if len(self.arrivals) < 2:
+        """Once running: the images of every batch after the first to finish, over the time from the first
+        batch's end to the last one's (start-up and model loading left out)."""
+        times = sorted(self.finished)
+        if len(times) < 2 or times[-1] <= times[0]:
             return 0.0
-        span = self.arrivals[-1][0] - self.arrivals[0][0]
-        return sum(count for _, count in self.arrivals[1:]) / span if span > 0 else 0.0
+        return sum(self.finished[t] for t in times[1:]) / (times[-1] - times[0])
 
     def to_json(self) -> dict[str, Any]:
         """The report document (``zeroseg-report.json``)."""

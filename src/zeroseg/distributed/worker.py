@@ -127,7 +127,10 @@ class SegmentWorker:
         from zeroseg._version import __version__
 
         document = json.dumps({"zeroseg": __version__, **settings}, indent=2) + "\n"
-        write_bytes(self.job.output, SETTINGS_FILE, document.encode("utf-8"))
+        try:
+            write_bytes(self.job.output, SETTINGS_FILE, document.encode("utf-8"))
+        except (ZeroSegError, OSError):
+            return  # the images themselves were written; try again with the next batch
         self.settings_written = True
 
     def _flush(self, written: list[int], outcomes: _Outcomes) -> None:
@@ -164,20 +167,20 @@ class _Outcomes:
         **seconds: float,
     ) -> int:
         row = {"image_id": image_id, "location": location, "status": status, "stage": stage, "error": error}
-        row |= {"worker": self.worker, "busy_s": 0.0, "segments": segments}
+        row |= {"worker": self.worker, "busy_s": 0.0, "finished_at": 0.0, "segments": segments}
         row |= {f"{name}_s": float(seconds.get(name, 0.0)) for name in STAGES}
         self.rows.append(row)
         return len(self.rows) - 1
 
     def columns(self, *, busy_s: float) -> dict[str, np.ndarray]:
         """The rows as columns; the batch's wall time is shared out over its images."""
-        share = busy_s / max(len(self.rows), 1)
+        share, now = busy_s / max(len(self.rows), 1), time.time()
         for row in self.rows:
-            row["busy_s"] = share
+            row["busy_s"], row["finished_at"] = share, now
         return {name: np.array([row[name] for row in self.rows], dtype=_dtype(name)) for name in OUTCOME_COLUMNS}
 
 
 def _dtype(name: str) -> Any:
-    if name.endswith("_s"):
+    if name.endswith("_s") or name == "finished_at":
         return np.float64
     return np.int32 if name == "segments" else object
