@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zeroseg.errors import ConfigError, ZeroSegError, one_line, require
@@ -129,6 +130,7 @@ def segment_on_ray(
         raise ConfigError(f"`--format` must be one of {', '.join(OUTPUT_FORMATS)} (got {output_format!r})")
     if output_format == "files" and is_uri(output):
         raise ConfigError(f"`--out` {output}: files need a folder every worker can write; URIs take --format parquet")
+    output = _absolute(output)  # workers need not share this process's working directory
     pipeline = {**pipeline, "batch_size": options.batch_size}
     _check_settings(pipeline)
     start = time.perf_counter()
@@ -140,7 +142,7 @@ def segment_on_ray(
         raise ConfigError(problems[0] if len(problems) == 1 else f"no images found ({len(problems)} problems)")
     report.total = len(items)
     done = set() if overwrite else finished_ids(output, output_format, formats, [i.image_id for i in items])
-    todo = [item for item in items if item.image_id not in done]
+    todo = [replace(item, location=_absolute(item.location)) for item in items if item.image_id not in done]
     report.already_done = len(items) - len(todo)
     if todo:
         job = JobSpec(
@@ -194,6 +196,10 @@ def _run(
         if item.image_id not in seen:
             error = f"{item.location}: lost, its batch failed on every attempt (worker died or raised; see Ray's logs)"
             report.fail(item.image_id, item.location, "worker", error)
+
+
+def _absolute(location: str) -> str:
+    return location if is_uri(location) else os.path.abspath(location)
 
 
 def _check_settings(pipeline: dict[str, Any]) -> None:
