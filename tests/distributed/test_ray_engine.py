@@ -151,3 +151,26 @@ def _photos_again(collection: Path, out: Path, pipeline_settings: dict, **option
 
 def _model_flags(model: Path) -> list[str]:
     return ["--model", str(model), "--method", "diffseg", "--size", str(SIZE), "--device", "cpu"]
+
+
+def test_a_batch_that_fails_without_retries_is_recorded_as_lost_and_the_job_goes_on(
+    ray_session, collection, pipeline_settings, tmp_path
+):
+    photos = tmp_path / "few"
+    photos.mkdir()
+    for name in ("img01", "img02", "img03", "img05"):
+        shutil.copy(collection / "photos" / f"{name}.png", photos)
+    options = RayOptions(num_workers=1, batch_size=1, max_task_retries=0, progress=False)
+    out = tmp_path / "out"
+    report = segment_on_ray(
+        [str(photos)],
+        output=str(out),
+        pipeline=pipeline_settings,
+        options=options,
+        before_batch=KillOnce(str(tmp_path / "killed"), "img02"),
+        echo=None,
+    )
+    assert [(f.image_id, f.stage) for f in report.failures] == [("img02", "worker")]
+    assert "lost" in report.failures[0].error and report.done == 3
+    assert sorted(p.name for p in out.glob("img*.png")) == ["img01.png", "img03.png", "img05.png"]
+    assert "img02" in (out / FAILURES_FILE).read_text()

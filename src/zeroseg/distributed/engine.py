@@ -8,10 +8,11 @@ The job is one streaming Ray Data pipeline::
                                                    outputs written (claims, atomic files)
       -> outcome rows, streamed back to the driver (counts, failures, throughput)
 
-Fault tolerance is Ray's: an actor that dies is restarted (``max_restarts``) and its batch is run again
-(``max_task_retries``), possibly on another worker; a batch that fails on every retry is dropped rather than
-ending the job (``DataContext.max_errored_blocks``), and its images are recorded as failures, so a rerun does
-them again. Everything already written is skipped before the job starts, so a rerun does only what is missing.
+Fault tolerance is Ray's: an actor that dies is restarted (Ray Data's default ``max_restarts=-1``) and its
+batch is run again (``max_task_retries``, unlimited unless :attr:`RayOptions.max_task_retries` says otherwise),
+possibly on another worker. A batch that still fails (its worker raised, or died too often) is dropped rather
+than ending the job (``DataContext.max_errored_blocks``) and its images are recorded as failures, so a rerun
+does them again. Everything already written is skipped before the job starts: a rerun does only what is missing.
 """
 
 from __future__ import annotations
