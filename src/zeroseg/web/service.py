@@ -268,9 +268,14 @@ class SegmentService:
 
         session.result = result
         stem = Path(session.name or "image").stem or "image"
-        formats = ["png", "overlay", "json"] + (["tree"] if result.tree is not None else [])
+        formats = ["png", "overlay", "json"]
+        if result.tree is not None and session.tree_written is not result.tree:
+            formats.append("tree")  # the tree changes only with alpha: written once per tree
         writer = writers.OutputWriter(session.folder, formats=formats, overwrite=True)
-        downloads = dict(zip(formats, writer.write(result, stem), strict=True))
+        downloads = session.downloads | dict(zip(formats, writer.write(result, stem), strict=True))
+        if result.tree is None:
+            downloads.pop("tree", None)
+        session.tree_written, session.downloads = result.tree, downloads
         total = max(result.labels.size, 1)
         rows = [
             [

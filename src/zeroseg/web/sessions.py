@@ -42,6 +42,8 @@ class Session:
     model: str | None = None
     name: str | None = None
     backbone_passes: int = 0
+    downloads: dict[str, Path] = field(default_factory=dict)
+    tree_written: Any = None
     touched: float = field(default_factory=time.monotonic)
 
     def keep(self, result: Any, *, method: str, model: str | None, name: str) -> None:
@@ -55,6 +57,7 @@ class Session:
         self.base = self.result = None
         self.method = self.model = self.name = None
         self.backbone_passes = 0
+        self.downloads, self.tree_written = {}, None
         for path in self.folder.glob("*"):
             if path.is_file():
                 path.unlink(missing_ok=True)

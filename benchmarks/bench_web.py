@@ -1,0 +1,109 @@
+"""Web UI: time of one settings change (re-segmentation from the kept capture, downloads written, pictures
+rendered) at the methods' default sizes, on captures of the real shapes.
+
+The capture's values do not change the cost much, and no pretrained weights are needed: DiffCut gets smoothed
+random SSD-1B-shaped features (1280 x 32 x 32, image_size 1024), DiffSeg row-stochastic SD 1.4-shaped
+attention maps (sides 64/32/16/8, image_size 512). The output is a 1024 x 768 photo. The backbone is the tiny
+test model (never run here). Also prints the one-off NCut tree build (per upload) and the memory a session holds.
+
+    python benchmarks/bench_web.py
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from zeroseg.pipeline import build_pipeline
+from zeroseg.testing import make_tiny_model
+from zeroseg.types import SegmentationResult
+from zeroseg.web.service import TAU_MAX, SegmentService
+from zeroseg.web.sessions import SessionStore
+
+OUTPUT = (768, 1024)
+REPEATS = 2
+
+
+def smooth_features(channels: int, side: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(1, channels, side, side, generator=gen)
+    width = max(3, side // 4) | 1
+    kernel = torch.ones(channels, 1, width, width) / width**2
+    return torch.nn.functional.conv2d(feats, kernel, padding=width // 2, groups=channels)[0]
+
+
+def diffseg_capture() -> dict[str, torch.Tensor]:
+    capture = {}
+    for side in (64, 32, 16, 8):
+        x = torch.nn.functional.normalize(smooth_features(32, side, seed=side).reshape(32, -1), dim=0)
+        capture[f"attn_{side}"] = torch.softmax(20 * (x.T @ x), dim=1)
+    return capture
+
+
+def photo() -> np.ndarray:
+    rows = np.linspace(0, 1, OUTPUT[0])[:, None, None]
+    cols = np.linspace(0, 1, OUTPUT[1])[None, :, None]
+    rows, cols = np.broadcast_arrays(rows, cols)
+    return (255 * np.concatenate([rows, cols, rows * cols], axis=2)).astype(np.uint8)
+
+
+def timed(action) -> float:  # noqa: ANN001
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    folder = tempfile.mkdtemp(prefix="bench-web-")
+    model = str(make_tiny_model(f"{folder}/tiny-sdxl", "sdxl"))
+    store = SessionStore(f"{folder}/sessions")
+    service = SegmentService(models=[model])
+    image = photo()
+    print(f"{'method':8} {'change':34} {'seconds':>8}")
+
+    diffcut = build_pipeline("diffcut", model=model, keep_capture=True, keep_tree=TAU_MAX)
+    capture = {"features": smooth_features(1280, 32, seed=0)}
+    start = time.perf_counter()
+    tree = diffcut.segmenter.ncut_tree(capture, max_tau=TAU_MAX)
+    print(f"{'diffcut':8} {'NCut tree up to tau 0.9 (per upload)':34} {time.perf_counter() - start:8.2f}")
+    start = time.perf_counter()
+    direct = build_pipeline("diffcut", model=model, keep_capture=True)  # no tree: the NCut runs again
+    direct.resegment(_result("diffcut", image, capture), tau=0.5, pamr=False)
+    print(f"{'diffcut':8} {'change without the tree, tau 0.5':34} {time.perf_counter() - start:8.2f}")
+    session = _session(store, "a", "diffcut", model, image, capture, tree)
+    for tau in (0.3, 0.5, 0.7):
+        for pamr in (False, True):
+            seconds = timed(lambda: service.resegment(session, settings={"tau": tau, "pamr": pamr}))  # noqa: B023
+            change = f"tau -> {tau}, PAMR {'on' if pamr else 'off'}"
+            print(f"{'diffcut':8} {change + f' ({session.result.num_segments} seg)':34} {seconds:8.2f}")
+    print(f"{'diffcut':8} {'memory held by the session (MB)':34} {session.memory_bytes() / 2**20:8.1f}")
+
+    session = _session(store, "b", "diffseg", model, image, diffseg_capture(), None)
+    for kl in (0.9, 1.1):
+        for refine in (False, True):
+            seconds = timed(lambda: service.resegment(session, settings={"kl_threshold": kl, "refine": refine}))  # noqa: B023
+            change = f"kl_threshold -> {kl}, refine {'on' if refine else 'off'}"
+            print(f"{'diffseg':8} {change + f' ({session.result.num_segments} seg)':34} {seconds:8.2f}")
+    print(f"{'diffseg':8} {'memory held by the session (MB)':34} {session.memory_bytes() / 2**20:8.1f}")
+    store.close_all()
+
+
+def _result(method: str, image: np.ndarray, capture: dict[str, torch.Tensor], tree=None) -> SegmentationResult:  # noqa: ANN001
+    labels = np.zeros(image.shape[:2], np.int32)
+    return SegmentationResult(labels=labels, method=method, image=image, capture=capture, tree=tree, source="photo")
+
+
+def _session(store: SessionStore, key: str, method: str, model: str, image, capture, tree):  # noqa: ANN001, ANN202
+    session = store.get(key)
+    session.keep(_result(method, image, capture, tree), method=method, model=model, name="photo.jpg")
+    return session
+
+
+if __name__ == "__main__":
+    main()
