@@ -100,19 +100,6 @@ def test_pamr_rejects_bad_arguments():
         pamr(torch.rand(1, 8, 8), torch.rand(2, 8, 8), num_iter=1, dilations=(1,))
 
 
-def test_compiled_and_tensor_iterations_give_the_same_bits(monkeypatch):
-    pytest.importorskip("numba")
-    gen = torch.Generator().manual_seed(4)
-    image = torch.rand(3, 29, 41, generator=gen)
-    for num_masks in (1, 4, 9, 16):  # 4-wide remainder, 8-wide blocks and both
-        masks = torch.rand(num_masks, 29, 41, generator=gen)
-        compiled = pamr(image, masks, num_iter=5, dilations=(1, 3, 16))
-        monkeypatch.setenv("ZEROSEG_DISABLE_NUMBA", "1")
-        tensor = pamr(image, masks, num_iter=5, dilations=(1, 3, 16))
-        monkeypatch.delenv("ZEROSEG_DISABLE_NUMBA")
-        assert torch.equal(compiled, tensor)
-
-
 def test_affinity_banding_does_not_change_the_weights(monkeypatch):
     image = torch.rand(3, 21, 19, generator=torch.Generator().manual_seed(6))
     whole = local_affinity(image, (1, 2, 5)).contiguous()

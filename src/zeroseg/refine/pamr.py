@@ -6,11 +6,10 @@ differences normalised by the local colour spread. DiffCut runs it on one-hot la
 ``scipy.ndimage.median_filter(labels, 3)`` (official ``tools/pamr.py``, copied from visinf/1-stage-wseg).
 
 The official module builds every shifted copy at once with dilated convolutions ((K, 8 * |dilations|, H, W)
-per iteration). Here, with numba installed, each iteration is one compiled multi-threaded pass over
-pixel-major buffers (``zeroseg.refine._numba_propagate``); without it the masks live in one replicate-padded
-buffer, each neighbour is a strided view of it and the weighted sum is accumulated with ``addcmul_`` band by
-band. Both give the same float32 bits. Every hot loop works on buffers allocated once per call: a fresh large
-temporary per operation is a fresh memory mapping whose pages fault in one by one, which dominates on VMs.
+per iteration). Here the masks live in one replicate-padded buffer, each neighbour is a strided view of it,
+and the weighted sum is accumulated with ``addcmul_`` band by band. Every hot loop works on buffers allocated
+once per call: a fresh large temporary per operation is a fresh memory mapping whose pages fault in one by
+one, which dominates on VMs.
 
 Outputs larger than a working-resolution bound can be refined at a bounded size with the same aspect ratio
 (``refine_labels(max_pixels=...)``); the labels then come from the refined soft masks upsampled bilinearly.
@@ -20,8 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,17 +79,6 @@ def _fill_border(buffer: torch.Tensor, pad: int) -> None:
     buffer[:, :, pad + width :] = buffer[:, :, pad + width - 1 : pad + width]
 
 
-def _propagation_backend() -> Callable[..., None] | None:
-    """The compiled propagation step when numba is installed and enabled, else None (tensor formulation)."""
-    if os.environ.get("ZEROSEG_DISABLE_NUMBA", "") not in ("", "0"):
-        return None
-    try:
-        from zeroseg.refine._numba_propagate import propagate
-    except ImportError:
-        return None
-    return propagate
-
-
 def _flat_workspace(numel: int) -> torch.Tensor:
     """A float32 buffer allocated once per call; ``view_first`` takes contiguous views of any smaller size."""
     return torch.empty(numel, dtype=torch.float32)
@@ -117,8 +104,7 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
 
     Returns:
         (P, H, W) float32 weights summing to 1 over P = 8 * |dilations|, in the order of the dilations,
-        then row-major taps without the centre. The tensor is a view of pixel-major (H, W, P) storage (the
-        layout the propagation reads); call ``.contiguous()`` for a (P, H, W) layout.
+        then row-major taps without the centre.
     """
     _check_image(image)
     dils = _check_dilations(dilations)
@@ -128,7 +114,7 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     padded = _replicate_pad(image.to(torch.float32), pad)
     num_samples = 9 * len(dils)
     taps = len(offsets)
-    weights = torch.empty(height, width, taps, dtype=torch.float32)
+    weights = torch.empty(taps, height, width, dtype=torch.float32)
     band = min(height, max(1, AFFINITY_BAND_PIXELS // width))
     channel_space = [_flat_workspace(3 * band * width) for _ in range(3)]
     logit_space = [_flat_workspace(taps * band * width) for _ in range(2)]
@@ -155,48 +141,12 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
             torch.sum(diff, dim=0, out=logits[index])
         logits.mul_(-1.0 / 3.0)
         torch.ops.aten._softmax.out(logits, 0, False, out=soft)
-        weights[start:stop].copy_(soft.permute(1, 2, 0))
-    return weights.permute(2, 0, 1)
-
-
-def _clamped_sources(offsets: list[tuple[int, int]], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P, H) rows and (P, W) columns each tap reads, clamped to the image (replicate padding), int32."""
-    dy = torch.tensor([o[0] for o in offsets], dtype=torch.int32)[:, None]
-    dx = torch.tensor([o[1] for o in offsets], dtype=torch.int32)[:, None]
-    rows = (torch.arange(height, dtype=torch.int32)[None] + dy).clamp_(0, height - 1)
-    cols = (torch.arange(width, dtype=torch.int32)[None] + dx).clamp_(0, width - 1)
-    return rows.contiguous(), cols.contiguous()
-
-
-def _iterate_compiled(
-    propagate: Callable[..., None],
-    masks: torch.Tensor,
-    weights: torch.Tensor,
-    offsets: list[tuple[int, int]],
-    num_iter: int,
-) -> torch.Tensor:
-    """PAMR iterations with the compiled step on two (H, W, K') buffers, K' = K rounded up to a multiple of 4."""
-    num_masks, height, width = masks.shape
-    padded_masks = -(-num_masks // 4) * 4
-    source = torch.zeros(height, width, padded_masks, dtype=torch.float32)
-    source[:, :, :num_masks] = masks.permute(1, 2, 0)
-    target = torch.empty_like(source)
-    rows, cols = _clamped_sources(offsets, height, width)
-    pixel_major = weights.permute(1, 2, 0)
-    if not pixel_major.is_contiguous():
-        pixel_major = pixel_major.contiguous()
-    arrays = [t.numpy() for t in (source, target, pixel_major, rows, cols)]
-    src, dst, wts, rws, cls = arrays
-    for _ in range(int(num_iter)):
-        propagate(src, wts, rws, cls, dst)
-        src, dst = dst, src
-    result = source if src is arrays[0] else target
-    return result[:, :, :num_masks].permute(2, 0, 1).contiguous()
+        weights[:, start:stop].copy_(soft)
+    return weights
 
 
 def _iterate_tensors(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], num_iter: int) -> torch.Tensor:
     """PAMR iterations as tensor operations: a replicate-padded buffer, ``addcmul_`` band by band."""
-    weights = weights.contiguous()
     offsets = _offsets(dils)
     pad = max(dils)
     num_masks, height, width = masks.shape
@@ -220,9 +170,6 @@ def _iterate_tensors(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int
 
 def pamr(image: torch.Tensor, masks: torch.Tensor, *, num_iter: int, dilations: Sequence[int]) -> torch.Tensor:
     """Refine soft masks with PAMR: ``m <- sum_p a_p * m_shift(p)``, ``num_iter`` times.
-
-    With numba installed the iterations run as one compiled, multi-threaded pass per iteration (same float32
-    bits as the tensor formulation, which runs otherwise or with ``ZEROSEG_DISABLE_NUMBA=1``).
 
     Args:
         image: (3, H, W) float image in [0, 1].
@@ -250,13 +197,7 @@ def pamr(image: torch.Tensor, masks: torch.Tensor, *, num_iter: int, dilations: 
     if num_iter == 0 or masks.shape[0] == 0:
         return masks.clone()
     weights = local_affinity(image, dils)
-    propagate = _propagation_backend()
-    if propagate is None:
-        return _iterate_tensors(masks, weights, dils, int(num_iter))
-    from zeroseg.refine._numba_propagate import set_threads
-
-    set_threads(torch.get_num_threads())
-    return _iterate_compiled(propagate, masks, weights, _offsets(dils), int(num_iter))
+    return _iterate_tensors(masks, weights, dils, int(num_iter))
 
 
 # Median-of-9 selection network (19 compare-exchanges; Paeth, Graphics Gems; "opt_med9").
