@@ -10,8 +10,9 @@ is what every further setting costs: reading the cached capture plus the cluster
   The VAE and text encoder stay tiny (the empty-prompt conditioning is a random 77 x 768 tensor), so the full
   pass is slightly under-estimated and the ratio is conservative.
 
-Clustering uses the evaluation settings: DiffSeg at the input size, DiffCut at 1/8 of it with PAMR (10
-iterations, dilations 1, 2, 4, 8). Usage::
+Clustering uses the evaluation settings and the evaluation's own steps (the method's protocol from the registry,
+its refinement stage): DiffSeg at the input size, DiffCut at 1/8 of it with PAMR (10 iterations, dilations 1, 2,
+4, 8). Usage::
 
     python benchmarks/bench_sweep.py --images 3 [--sd14] [--json results.json]
 """
@@ -29,7 +30,8 @@ import torch
 
 from zeroseg import create_segmenter
 from zeroseg.eval.cache import FeatureCache
-from zeroseg.eval.protocols import get_protocol, resize_image
+from zeroseg.eval.protocols import method_protocol, resize_image
+from zeroseg.eval.run import refinement_of
 
 
 def synthetic_images(count: int, side: int, seed: int = 0) -> list[torch.Tensor]:
@@ -48,17 +50,16 @@ def synthetic_images(count: int, side: int, seed: int = 0) -> list[torch.Tensor]
 
 def bench(name: str, segmenter: Any, images: list[torch.Tensor], cache_root: Path) -> dict[str, Any]:
     """Full pass versus sweep step, in seconds per image (after one warm-up image)."""
-    protocol = get_protocol(segmenter.method)
+    protocol = method_protocol(segmenter.method)
     input_side, eval_side = protocol.sizes(segmenter.image_size)
     size = (eval_side, eval_side)
     cache = FeatureCache(cache_root)
     key = {"bench": name, **segmenter.capture_key()}
-    use_pamr = bool(getattr(segmenter.config, "pamr", False))
 
     def cluster(seg: Any, capture: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
-        return seg.segment_capture(
-            capture, output_size=size, image=resize_image(image, eval_side) if use_pamr else None
-        )
+        labels = seg.segment_capture(capture, output_size=size)
+        refinement = refinement_of(seg)
+        return labels if refinement is None else refinement(labels, resize_image(image, eval_side))
 
     with torch.inference_mode():
         warm = segmenter.capture(images[0][None])[0]

@@ -28,7 +28,8 @@ class MethodSpec:
         baselines: evaluation baselines that run on its captures.
         refines_itself: the method runs its own refinement (the config's ``pamr`` setting); evaluation then
             applies its refinement stage only as the method's settings say.
-        open_vocabulary_settings: method settings the open-vocabulary protocol uses.
+        open_vocabulary_settings: method settings the open-vocabulary protocol uses (a self-refining method's
+            ``pamr_iters`` / ``pamr_dilations`` come from that protocol's refinement defaults).
     """
 
     name: str
@@ -112,7 +113,7 @@ register_method(
         protocol="diffcut",
         baselines=("kmeans-c", "kmeans-s", "autosc"),
         refines_itself=True,
-        open_vocabulary_settings=(("pamr", True), ("pamr_iters", 15), ("pamr_dilations", (1, 2, 4, 8, 12, 24, 32, 64))),
+        open_vocabulary_settings=(("pamr", True),),
     )
 )
 register_method(

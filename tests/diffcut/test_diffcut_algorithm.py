@@ -47,3 +47,26 @@ def test_segment_features_rejects_bad_arguments():
         segment_features(feats, image=torch.rand(4, 8, 8))
     with pytest.raises(ConfigError, match="`tau`"):
         segment_features(feats, tau=float("inf"))
+
+
+def test_pamr_at_a_bounded_working_resolution_keeps_the_segmentation():
+    truth = (torch.arange(16) >= 8).long().expand(16, 16)
+    image = torch.zeros(3, 64, 64)
+    image[0, :, 36:] = 1.0
+    kwargs = {"out_size": (64, 64), "image": image, "pamr_iters": 10}
+    bounded = segment_features(planted_features(truth), pamr_max_pixels=32 * 32, **kwargs)
+    expected = (torch.arange(64) >= 36).long().expand(64, 64)
+    assert bounded.shape == (64, 64)
+    assert min((bounded != expected).float().mean(), (bounded != 1 - expected).float().mean()) < 0.02
+    unbounded = segment_features(planted_features(truth), pamr_max_pixels=0, **kwargs)
+    assert torch.equal(segment_features(planted_features(truth), **kwargs), unbounded)  # 64x64 is within the default
+
+
+def test_config_validates_pamr_max_pixels():
+    from zeroseg.diffcut.config import DiffCutConfig
+
+    assert DiffCutConfig().pamr_max_pixels == 1024 * 1024
+    with pytest.raises(ConfigError, match="`pamr_max_pixels`"):
+        DiffCutConfig(pamr_max_pixels=-1)
+    with pytest.raises(ConfigError, match="`pamr_max_pixels`"):
+        segment_features(torch.randn(4, 4, 4), pamr_max_pixels=-5)

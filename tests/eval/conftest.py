@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from zeroseg.registry import register_method, unregister_method
+
+from . import toy_method as toy_method_module
 from .fakes import quadrant_image, write_png
 
 
@@ -27,3 +31,12 @@ def quadrant_folder(tmp_path: Path) -> Path:
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep every test away from the user's cache folder."""
     monkeypatch.setenv("ZEROSEG_CACHE", str(tmp_path / "zeroseg-cache"))
+
+
+@pytest.fixture
+def toy_method() -> Iterator[str]:
+    """The toy third method registered for the test (and removed afterwards); its name."""
+    register_method(toy_method_module.SPEC)
+    toy_method_module.QuadrantSegmenter.captured[0] = 0
+    yield toy_method_module.NAME
+    unregister_method(toy_method_module.NAME)

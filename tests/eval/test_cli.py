@@ -33,7 +33,7 @@ def fake(monkeypatch):
         made.append(seg)
         return seg
 
-    monkeypatch.setattr("zeroseg.eval.api.build_segmenter", build)
+    monkeypatch.setattr("zeroseg.eval.plan.build_segmenter", build)
     return made
 
 
@@ -55,7 +55,7 @@ def test_evaluate_writes_report_predictions_and_prints_headline(quadrant_folder,
 def test_evaluate_missing_root_is_one_red_line(tmp_path, fake):
     result = runner.invoke(_app(), ["evaluate", "--preset", "diffcut-voc", "--root", str(tmp_path / "nope")])
     assert result.exit_code == 1
-    assert "Error:" in result.output and "VOCdevkit/VOC2012" in result.output
+    assert "error:" in result.output and "VOCdevkit/VOC2012" in result.output
     assert "Traceback" not in result.output
 
 
@@ -66,9 +66,9 @@ def test_evaluate_bad_layout_names_expected_files(tmp_path, fake):
     assert "annotations/validation" in result.output.replace("\n", "")
 
 
-def test_sweep_reruns_only_clustering(quadrant_folder, tmp_path, fake):
+def test_sweep_reruns_only_clustering(quadrant_folder, tmp_path, fake, toy_method):
     out = tmp_path / "s.json"
-    args = ["sweep", "--dataset", "folder", "--root", str(quadrant_folder), "--method", "diffseg",
+    args = ["sweep", "--dataset", "folder", "--root", str(quadrant_folder), "--method", toy_method,
             "--grid", "tau=0.5,2.0", "--cache", str(tmp_path / "c"), "--device", "cpu",
             "--output", str(out)]  # fmt: skip
     result = runner.invoke(_app(), args)
@@ -93,3 +93,40 @@ def test_parse_values_and_assignments():
         parse_values("1:2", "--tau")
     with pytest.raises(ConfigError, match="key=value"):
         parse_assignments(["pamr"], "--set")
+
+
+def _stop_before_running(monkeypatch) -> list:
+    """Record the plans the command would run, and stop there with a one-line error."""
+    from zeroseg.errors import ZeroSegError
+
+    planned = []
+
+    def stop(plan, **kwargs):
+        planned.append(plan)
+        raise ZeroSegError("stopped before running")
+
+    monkeypatch.setattr("zeroseg.eval.api.evaluate_plan", stop)
+    return planned
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(None, True), ("--no-exact-reference", False)])
+def test_presets_run_exact_reference_unless_the_flag_says_otherwise(tmp_path, monkeypatch, flag, expected):
+    planned = _stop_before_running(monkeypatch)
+    for preset in ("diffcut-voc", "diffseg-coco"):
+        args = ["evaluate", "--preset", preset, "--root", str(tmp_path), *([flag] if flag else [])]
+        result = runner.invoke(_app(), args)
+        assert result.exit_code == 1 and "error: stopped before running" in result.output
+    assert [plan.settings["exact_reference"] for plan in planned] == [expected, expected]
+    assert planned[1].settings["kl_threshold"] == 1.1
+
+
+def test_method_options_share_the_segment_syntax(tmp_path, monkeypatch):
+    planned = _stop_before_running(monkeypatch)
+    args = ["evaluate", "--dataset", "folder", "--root", str(tmp_path), "--method", "diffseg",
+            "--kl-threshold", "1.1,0.9,0.9", "--device", "cuda:1"]  # fmt: skip
+    runner.invoke(_app(), args)
+    assert planned[0].settings["kl_threshold"] == (1.1, 0.9, 0.9)
+    result = runner.invoke(_app(), [*args[:-1], "cuda:x"])
+    assert result.exit_code == 1 and "error: `--device` must be" in result.output
+    result = runner.invoke(_app(), ["evaluate", "--dataset", "folder", "--root", str(tmp_path), "--kl-threshold", "x"])
+    assert result.exit_code == 1 and "`--kl-threshold` is a diffseg option" in result.output

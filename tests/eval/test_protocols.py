@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from zeroseg.errors import ConfigError
+from zeroseg.eval.datasets import list_datasets
+from zeroseg.eval.plan import make_plan
 from zeroseg.eval.protocols import (
     PRESETS,
     center_crop_square,
@@ -15,6 +17,8 @@ from zeroseg.eval.protocols import (
     prepare_image,
     prepare_labels,
 )
+from zeroseg.options import build_config
+from zeroseg.registry import get_method
 
 
 def test_center_crop_offsets_follow_the_official_formula():
@@ -54,14 +58,28 @@ def test_prepare_image_bilinear_in_unit_range():
     assert torch.allclose(tensor, torch.ones_like(tensor))  # the crop is the white centre square
 
 
-def test_presets_reproduce_paper_rows():
-    coco = get_preset("diffseg-coco")
-    assert coco.dataset == "coco-stuff-27" and coco.settings["kl_threshold"] == 1.1
-    voc = get_preset("diffcut-voc")
-    assert voc.protocol == "diffcut" and voc.settings["tau"] == 0.5 and voc.settings["alpha"] == 10
-    assert voc.settings["pamr_iters"] == 10 and voc.settings["pamr_dilations"] == (1, 2, 4, 8)
-    assert voc.dataset_options == {"exact_reference": True} and voc.reported["miou"] == 65.2
-    assert get_preset("diffcut-ade20k-nopamr").settings["pamr"] is False
+def test_presets_reach_the_method_config_with_the_official_numerics():
+    coco = make_plan(dataset=None, root=".", preset="diffseg-coco")
+    assert coco.dataset == "coco-stuff-27" and build_config("diffseg", coco.settings).kl_threshold == 1.1
+    voc = make_plan(dataset=None, root=".", preset="diffcut-voc")
+    config = build_config(voc.method, voc.settings)
+    assert voc.protocol == "diffcut" and (config.tau, config.alpha) == (0.5, 10)
+    assert config.pamr_iters == 10 and config.pamr_dilations == (1, 2, 4, 8) and config.exact_reference is True
+    assert voc.dataset_options == {"exact_reference": True}
+    assert (
+        build_config("diffcut", make_plan(dataset=None, root=".", preset="diffcut-ade20k-nopamr").settings).pamr
+        is False
+    )
     assert {"diffcut-coco", "diffcut-cityscapes", "diffcut-context", "diffcut-coco-object"} <= set(PRESETS)
     with pytest.raises(ConfigError, match="`preset` must be one of"):
         get_preset("diffcut-mars")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_a_valid_exact_reference_run_and_can_be_overridden(name):
+    plan = make_plan(dataset=None, root=".", preset=name)
+    assert plan.dataset in list_datasets()
+    assert plan.protocol in (get_method(plan.method).protocol, "open-vocabulary")
+    assert build_config(plan.method, plan.settings).exact_reference is True
+    fixed = make_plan(dataset=None, root=".", preset=name, settings={"exact_reference": False})
+    assert build_config(fixed.method, fixed.settings).exact_reference is False

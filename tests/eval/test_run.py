@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -183,3 +184,65 @@ def test_report_files(quadrant_folder, tmp_path):
     rows = paths[1].read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("created,dataset")
     assert "| mIoU | 100.00 |" in paths[2].read_text()
+
+
+def test_resumed_run_with_a_new_predictions_folder_writes_every_prediction(quadrant_folder, tmp_path):
+    dataset = create_dataset("folder", str(quadrant_folder))
+    results, cache = tmp_path / "runs", FeatureCache(tmp_path / "cache")
+    seg = FakeSegmenter()
+    first = evaluate(seg, dataset, cache=cache, results_dir=results)
+    assert first.resumed is None and first.resume_line() is None
+    seen = []
+    preds = tmp_path / "new-folder"
+    second = evaluate(seg, dataset, cache=cache, results_dir=results, save_predictions=preds,
+                      progress=lambda done, total, miou: seen.append((done, total)))  # fmt: skip
+    assert sorted(p.name for p in preds.glob("img?.png")) == [f"img{i}.png" for i in range(5)]
+    assert second.timing["images_resumed"] == 0 and second.timing["images_from_cache"] == 5
+    assert seg.calls[0] == 5  # recomputed from the capture cache, no new backbone pass
+    assert second.miou == pytest.approx(first.miou) and seen[-1] == (5, 5)
+    (preds / "img2.png").unlink()
+    seen.clear()
+    third = evaluate(seg, dataset, cache=cache, results_dir=results, save_predictions=preds,
+                     progress=lambda done, total, miou: seen.append((done, total)))  # fmt: skip
+    assert (preds / "img2.png").is_file()
+    assert third.timing["images_resumed"] == 4 and third.timing["images_from_cache"] == 1
+    assert seen == [(4, 5), (5, 5)]  # the resumed images are counted before the first new one
+    assert third.resumed == {"log": str(results / f"{third.run_id}.jsonl"), "images": 4, "of": 5}
+    assert third.resume_line().startswith(f"Resumed run {third.run_id} from {results}")
+    assert "reused 4 of 5 images" in third.resume_line()
+    assert third.miou == pytest.approx(first.miou)
+
+
+def test_self_refining_method_is_refined_after_the_background_merge(tmp_path):
+    from zeroseg.eval.protocols import get_protocol
+    from zeroseg.eval.run import MatchingScorer
+    from zeroseg.eval.runner import RunTiming, score_capture
+    from zeroseg.refine.pamr import refine_labels
+    from zeroseg.refine.stage import Refinement
+
+    @dataclasses.dataclass(frozen=True)
+    class Refining(FakeConfig):
+        pamr: bool = True
+        pamr_iters: int = 3
+        pamr_dilations: tuple[int, ...] = (1, 2)
+
+    base = tmp_path / "VOCdevkit" / "VOC2012"
+    image, labels = quadrant_image((0, 1, 2, 3))
+    write_png(base / "JPEGImages" / "a.png", image)
+    (base / "JPEGImages" / "a.png").rename(base / "JPEGImages" / "a.jpg")
+    write_png(base / "SegmentationClass" / "a.png", np.where(labels == 0, 1, 0).astype(np.uint8), mode="P")
+    (base / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (base / "ImageSets" / "Segmentation" / "val.txt").write_text("a\n")
+    dataset = create_dataset("voc", str(tmp_path))
+    seg = FakeSegmenter(method="diffcut", config=Refining(), image_size=32)  # diffcut refines itself (registry)
+    scorer = MatchingScorer(seg, dataset, get_protocol("diffseg"))
+    assert scorer.refinement == Refinement(iterations=3, dilations=(1, 2))  # the method's own settings
+    assert MatchingScorer(seg.with_config(pamr=False), dataset, get_protocol("diffseg")).refinement is None
+    sample = next(iter(dataset))
+    prepared, small = scorer.prepare(dataset.load_image(sample))
+    capture = seg.capture(prepared[None])[0]
+    unrefined, gts = scorer.segment(sample, capture)
+    assert sorted(np.unique(unrefined.numpy())) == [0, 4]  # background clusters merged first
+    scored = score_capture(scorer, sample, capture, small, RunTiming())
+    expected = refine_labels(unrefined, small, num_iter=3, dilations=(1, 2))
+    np.testing.assert_array_equal(scored.prediction, expected.numpy())

@@ -57,3 +57,29 @@ def test_evaluate_on_tiny_model_matches_recomputation(method, tiny_sd, quadrant_
     second = json.loads((tmp_path / "r2.json").read_text())
     assert second["timing"]["images_from_cache"] == 2 and second["timing"]["images_captured"] == 0
     assert second["miou"] == pytest.approx(report["miou"])
+
+
+def test_paper_preset_runs_the_exact_reference_numerics(tiny_sd, tmp_path):
+    from zeroseg.eval.api import evaluate_dataset
+
+    from .fakes import quadrant_image, write_png
+
+    base = tmp_path / "VOCdevkit" / "VOC2012"
+    for name, order in (("a", (0, 1, 2, 3)), ("b", (3, 2, 1, 0))):
+        image, labels = quadrant_image(order, size=40)
+        write_png(base / "JPEGImages" / f"{name}.png", image)
+        (base / "JPEGImages" / f"{name}.png").rename(base / "JPEGImages" / f"{name}.jpg")
+        write_png(base / "SegmentationClass" / f"{name}.png", np.where(labels < 2, labels + 1, 0).astype(np.uint8), "P")
+    (base / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (base / "ImageSets" / "Segmentation" / "val.txt").write_text("a\nb\n")
+    common = {"model": str(tiny_sd), "cache_dir": str(tmp_path / "c")}
+    preset = evaluate_dataset(None, tmp_path, preset="diffcut-voc", settings={"image_size": 128}, **common)
+    assert preset.settings["exact_reference"] is True and preset.preset == "diffcut-voc"
+    explicit = {"image_size": 128, "tau": 0.5, "alpha": 10, "pamr_iters": 10, "pamr_dilations": (1, 2, 4, 8)}
+    exact = evaluate_dataset("voc", tmp_path, method="diffcut", dataset_options={"exact_reference": True},
+                             settings={**explicit, "exact_reference": True}, **common)  # fmt: skip
+    assert exact.run_id == preset.run_id and exact.timing["images_resumed"] == 2  # the very same run
+    default_numerics = {"image_size": 128, "exact_reference": False}
+    fixed = evaluate_dataset(None, tmp_path, preset="diffcut-voc", settings=default_numerics, **common)
+    assert fixed.run_id != preset.run_id and fixed.settings["exact_reference"] is False
+    assert fixed.timing["images_from_cache"] == 2  # the numerics are a clustering setting: captures reused

@@ -122,10 +122,14 @@ def test_summary_averages_images_not_pixels():
 def test_forced_pamr_refines_upsampled_segments_of_methods_without_their_own():
     import torch
 
-    from zeroseg.eval.open_vocabulary import _segment
+    from zeroseg.eval.open_vocabulary import NamingScorer, segment_at_eval_size
+    from zeroseg.eval.protocols import OPEN_VOCABULARY_REFINEMENT
+    from zeroseg.eval.runner import RunTiming, Scored, score_capture
     from zeroseg.refine.pamr import refine_labels
 
-    class Blocky:  # a segmenter whose config has no `pamr` field (as DiffSeg)
+    class Blocky:  # a segmenter that does not refine itself (as DiffSeg)
+        method = "diffseg"
+        image_size = 8
         config = object()
 
         def segment_capture(self, capture, *, output_size, image=None):
@@ -135,24 +139,32 @@ def test_forced_pamr_refines_upsampled_segments_of_methods_without_their_own():
 
     image = torch.zeros(3, 16, 16)
     image[:, :, 8:] = 1.0
-    plain = _segment(Blocky(), {}, image, mask_side=8, eval_size=16, extra_pamr=False)
+    plain = segment_at_eval_size(Blocky(), {}, mask_side=8, eval_size=16)
     assert plain.shape == (16, 16) and plain[0].tolist() == [0] * 6 + [1] * 10
-    refined = _segment(Blocky(), {}, image, mask_side=8, eval_size=16, extra_pamr=True)
+
+    class Namer:
+        class_names = load_vocabulary("voc").names
+        exact_reference = False
+
+    for pamr, expected_refinement in ((None, None), (True, OPEN_VOCABULARY_REFINEMENT)):
+        scorer = NamingScorer(Blocky(), _dataset_stub("voc"), Namer(), OpenVocabularyOptions(eval_size=32, pamr=pamr))
+        assert scorer.refinement == expected_refinement
+    scorer.segment = lambda sample, capture: (segment_at_eval_size(Blocky(), capture, mask_side=8, eval_size=16), None)
+    scorer.score = lambda labels, image, targets, timing: Scored({}, labels.numpy(), [])
+    refined = torch.from_numpy(score_capture(scorer, None, {}, image, RunTiming()).prediction)
     expected = refine_labels(plain, image, num_iter=15, dilations=(1, 2, 4, 8, 12, 24, 32, 64))
     assert torch.equal(refined, expected)
     assert refined[0].tolist() == [0] * 8 + [1] * 8  # the boundary moved onto the image's edge
 
 
-def test_presets_reproduce_table_4():
-    expected = {"voc": 63.0, "context": 24.6, "coco-object": 36.0}
-    for dataset, miou in expected.items():
-        preset = PRESETS[f"diffcut-{dataset}-openvocab"]
-        assert preset.protocol == "open-vocabulary" and preset.reported == {"miou": miou}
+def test_presets_run_the_official_open_vocabulary_settings():
+    for dataset in ("voc", "context", "coco-object"):
         plan = make_plan(dataset=None, root=".", preset=f"diffcut-{dataset}-openvocab")
         assert plan.protocol == "open-vocabulary" and plan.method == "diffcut"
         assert plan.open_vocabulary == OpenVocabularyOptions(exact_reference=True)
         assert plan.settings["pamr"] is True and plan.settings["pamr_iters"] == 15
         assert tuple(plan.settings["pamr_dilations"]) == (1, 2, 4, 8, 12, 24, 32, 64)
+        assert plan.settings["exact_reference"] is True and plan.dataset == dataset
     assert PRESETS["diffcut-voc-openvocab"].dataset_options == {"exact_reference": True}  # void as background
     assert OpenVocabularyOptions().clip_side("coco-object") == 2048
     assert OpenVocabularyOptions(eval_size=128).clip_side("coco-object") == 256

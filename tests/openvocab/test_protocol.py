@@ -12,8 +12,25 @@ from zeroseg.openvocab.naming import SegmentNamer
 from zeroseg.openvocab.protocol import CLIP_IMAGE_SIZE, predict_open_vocabulary, prepare_open_vocabulary_target
 
 
-def test_clip_image_sizes_follow_the_spec():
-    assert CLIP_IMAGE_SIZE == {"voc": 1024, "context": 1024, "coco-object": 2048}
+@pytest.mark.parametrize(("dataset", "clip_side"), [("voc", 64), ("context", 64), ("coco-object", 128)])
+def test_evaluation_feeds_clip_the_benchmark_side(dataset, clip_side, tiny_clip, monkeypatch):
+    # the spec: CLIP sees the 1024 evaluation image, COCO-Object's upsampled to 2048; here at eval size 64
+    from zeroseg.eval.open_vocabulary import OpenVocabularyOptions
+
+    namer = SegmentNamer(vocabulary="cat,dog", add_background=True, clip=tiny_clip)
+    seen = {}
+
+    def planted(model, pixels, masks, **kwargs):
+        seen["pixels"] = tuple(pixels.shape)
+        return namer.text_classifier().embeddings[[1, 2]][None]
+
+    monkeypatch.setattr(naming, "embed_segments", planted)
+    side = OpenVocabularyOptions(eval_size=64).clip_side(dataset)
+    segments = np.zeros((16, 16), dtype=np.int64)
+    segments[8:] = 1
+    prediction = predict_open_vocabulary(namer, torch.rand(3, 64, 64), segments, size=64, clip_image_size=side)
+    assert seen["pixels"] == (1, 3, clip_side, clip_side) and side * 1024 // 64 == CLIP_IMAGE_SIZE[dataset]
+    assert prediction[0, 0] == 1 and prediction[63, 0] == 2
 
 
 def test_prediction_maps_each_segment_to_its_planted_class(tiny_clip, monkeypatch):

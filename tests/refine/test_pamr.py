@@ -98,3 +98,58 @@ def test_pamr_rejects_bad_arguments():
         pamr(image, torch.rand(2, 8, 8), num_iter=-1, dilations=(1,))
     with pytest.raises(ConfigError, match="`image`"):
         pamr(torch.rand(1, 8, 8), torch.rand(2, 8, 8), num_iter=1, dilations=(1,))
+
+
+def test_affinity_banding_does_not_change_the_weights(monkeypatch):
+    image = torch.rand(3, 21, 19, generator=torch.Generator().manual_seed(6))
+    whole = local_affinity(image, (1, 2, 5)).contiguous()
+    import zeroseg.refine.pamr as module
+
+    monkeypatch.setattr(module, "AFFINITY_BAND_PIXELS", 3 * 19 + 5)  # bands of 3 rows, a shorter last one
+    torch.testing.assert_close(local_affinity(image, (1, 2, 5)).contiguous(), whole)
+
+
+def test_median_filter_banding_matches_scipy(monkeypatch):
+    import zeroseg.refine.pamr as module
+
+    monkeypatch.setattr(module, "MEDIAN_BAND_PIXELS", 25)
+    labels = np.random.default_rng(0).integers(0, 40000, size=(23, 11))  # int32 working type
+    got = median_filter3(torch.from_numpy(labels))
+    assert np.array_equal(got.numpy(), scipy.ndimage.median_filter(labels, 3))
+
+
+@pytest.mark.parametrize(
+    ("size", "max_pixels", "expected"),
+    [((100, 80), None, (100, 80)), ((100, 80), 0, (100, 80)), ((100, 80), 8000, (100, 80)),
+     ((3000, 4000), 1024 * 1024, (886, 1182)), ((1, 50), 10, (1, 10))],
+)  # fmt: skip
+def test_working_size_keeps_the_aspect_ratio_within_the_bound(size, max_pixels, expected):
+    from zeroseg.refine.pamr import working_size
+
+    work = working_size(size, max_pixels)
+    assert work == expected
+    assert not max_pixels or work[0] * work[1] <= max_pixels
+
+
+def test_bounded_refinement_snaps_to_the_edge_at_the_full_resolution():
+    image = torch.zeros(3, 96, 120)
+    image[:, :, 61:] = 1.0
+    labels = torch.zeros(24, 30, dtype=torch.long)
+    labels[:, 14:] = 1  # coarse edge at column 56 of 120, the image edge at 61
+    out = refine_labels(labels, image, num_iter=10, dilations=(1, 2, 4, 8), max_pixels=48 * 60)
+    assert out.shape == (96, 120)
+    expected = torch.zeros(96, 120, dtype=torch.long)
+    expected[:, 61:] = 1
+    assert (out != expected).float().mean() < 0.01  # the edge within the upsampling blur of the boundary
+    unbounded = refine_labels(labels, image, num_iter=10, dilations=(1, 2, 4, 8))
+    assert torch.equal(refine_labels(labels, image, num_iter=10, dilations=(1, 2, 4, 8), max_pixels=0), unbounded)
+
+
+def test_relabel_sequential_lookup_matches_unique():
+    from zeroseg.refine import relabel_sequential
+
+    rng = np.random.default_rng(1)
+    for values in (rng.integers(0, 7, size=(9, 5)), rng.integers(-3, 4, size=20), rng.integers(0, 10**9, size=30)):
+        tensor = torch.from_numpy(values)
+        expected = torch.unique(tensor, sorted=True, return_inverse=True)[1]
+        assert torch.equal(relabel_sequential(tensor), expected.reshape(tensor.shape))

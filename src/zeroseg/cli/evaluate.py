@@ -1,6 +1,8 @@
 """``zeroseg evaluate`` and ``zeroseg sweep``: reproduce the papers' tables, measure settings on any dataset.
 
-Heavy imports (torch, the evaluation package) happen inside the commands, so ``zeroseg --help`` stays fast.
+The method options (``--tau``, ``--kl-threshold``, ``--exact-reference`` ...) are generated from the method
+configs (:mod:`zeroseg.cli.options`) and parse as in ``zeroseg segment``. Heavy imports (torch, the evaluation
+package) happen inside the commands, so ``zeroseg --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from zeroseg.cli.options import check_device, fail, method_choice, with_method_options
 from zeroseg.errors import ConfigError, ZeroSegError
+from zeroseg.options import Option
 
 _err = Console(stderr=True)
 _out = Console()
@@ -38,15 +42,20 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def parse_assignments(items: list[str] | None, option: str) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict with parsed values."""
-    out: dict[str, Any] = {}
+def split_assignments(items: list[str] | None, option: str) -> dict[str, str]:
+    """``["key=value", ...]`` -> ``{key: "value"}`` (keys with ``-`` read as ``_``), values left as text."""
+    out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"`{option}` expects key=value, got {item!r}")
-        out[key.strip().replace("-", "_")] = parse_value(value)
+        out[key.strip().replace("-", "_")] = value
     return out
+
+
+def parse_assignments(items: list[str] | None, option: str) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict with parsed values (dataset options, whose types no config declares)."""
+    return {key: parse_value(value) for key, value in split_assignments(items, option).items()}
 
 
 def parse_values(text: str, option: str) -> list[Any]:
@@ -69,15 +78,36 @@ def parse_values(text: str, option: str) -> list[Any]:
     return list(value) if isinstance(value, tuple) else [value]
 
 
+def sweep_values(option: Option, text: str) -> list[Any]:
+    """The values a sweep takes for one method option, in the option's own syntax.
+
+    ``a;b;c`` lists values of any option; ``start:stop:step`` (stop included) is a range of a number option;
+    a comma list is several values of a single-number option (``--tau 0.3,0.5``) but one value of a list option
+    (``--kl-threshold 1.1,0.9,0.9``), exactly as ``zeroseg evaluate`` and ``zeroseg segment`` read it.
+    """
+    if ";" in text:
+        return [option.parse(part) for part in text.split(";") if part.strip()]
+    if ":" in text:
+        return parse_values(text, option.cli)
+    if option.kind in ("int", "float") and "," in text:
+        return [option.parse(part) for part in text.split(",") if part.strip()]
+    return [option.parse(text)]
+
+
 def resolve_devices(device: str) -> list[str]:
-    """``auto`` (first GPU, else CPU), ``all`` (every GPU), or a comma list of torch devices."""
+    """``auto`` (first GPU, else CPU), ``all`` (every GPU), or a comma list of devices (``cuda:1``, ...)."""
     from zeroseg.eval.parallel import available_devices
 
     if device == "auto":
         return available_devices()[:1]
     if device == "all":
         return available_devices()
-    return [d.strip() for d in device.split(",") if d.strip()]
+    devices = [check_device(d.strip()) for d in device.split(",") if d.strip() and d.strip() != "auto"]
+    if not devices:
+        raise ConfigError(
+            f"must be auto, all, or a comma list of cpu, cuda, cuda:N, mps (got {device!r})", setting="device"
+        )
+    return devices
 
 
 class _ProgressBar:
@@ -117,21 +147,21 @@ class _ProgressBar:
         self.progress.update(self.task, completed=done, total=total, description=f"{rate:.2f} img/s  mIoU {shown}")
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    from rich.markup import escape
+def method_of(method: str | None, preset: str | None) -> str:
+    """The method a command runs: ``--method``, else the preset's, else the default method."""
+    from zeroseg.registry import DEFAULT_METHOD
 
-    _err.print(f"[red]Error: {escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
+    if method is None and preset is not None:
+        from zeroseg.eval.protocols import get_preset
+
+        return get_preset(preset).method
+    return method or DEFAULT_METHOD
 
 
-def _common_settings(
-    settings: list[str] | None, tau: float | None, alpha: float | None, kl_threshold: float | None
-) -> dict[str, Any]:
-    out = parse_assignments(settings, "--set")
-    for name, value in (("tau", tau), ("alpha", alpha), ("kl_threshold", kl_threshold)):
-        if value is not None:
-            out[name] = value
-    return out
+def method_settings(values: dict[str, Any] | None, assignments: list[str] | None) -> dict[str, Any]:
+    """Method settings from the generated options and ``--set key=value`` (both raw, parsed by the config)."""
+    given = {name: value for name, value in (values or {}).items() if value is not None}
+    return {**split_assignments(assignments, "--set"), **given}
 
 
 DatasetOpt = Annotated[
@@ -139,7 +169,7 @@ DatasetOpt = Annotated[
                              "coco-object, ade20k, bsds500, camvid, folder); implied by --preset.")
 ]  # fmt: skip
 RootOpt = Annotated[Path, typer.Option("--root", help="Dataset folder, in the dataset's official layout.")]
-MethodOpt = Annotated[str | None, typer.Option("--method", help="diffseg or diffcut; implied by --preset.")]
+MethodOpt = Annotated[str | None, method_choice()]
 PresetOpt = Annotated[
     str | None,
     typer.Option(
@@ -168,7 +198,7 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", help="Evaluate only the
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per UNet pass.")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Method setting key=value (repeatable), e.g. --set pamr=false."),
+    typer.Option("--set", help="Method setting key=value (repeatable), e.g. --set pamr=false (same as --no-pamr)."),
 ]
 DatasetOptionOpt = Annotated[
     list[str] | None,
@@ -178,9 +208,6 @@ DatasetOptionOpt = Annotated[
         "ignore_value=255, class_names=a,b,c, num_classes=N (folder).",
     ),
 ]
-TauOpt = Annotated[float | None, typer.Option("--tau", help="DiffCut NCut threshold tau.")]
-AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="DiffCut affinity exponent alpha.")]
-KlOpt = Annotated[float | None, typer.Option("--kl-threshold", help="DiffSeg KL merge threshold.")]
 OpenVocabularyOpt = Annotated[
     bool,
     typer.Option(
@@ -213,11 +240,13 @@ OvPamrOpt = Annotated[
     bool | None,
     typer.Option(
         "--open-vocabulary-pamr/--no-open-vocabulary-pamr",
-        help="Open vocabulary: force PAMR at the evaluation size on or off (default: on for DiffCut, off for DiffSeg).",
+        help="Open vocabulary: force PAMR at the evaluation size on or off (default: the method's own choice; "
+        "on for DiffCut, off for methods that do not refine themselves).",
     ),
 ]
 
 
+@with_method_options
 def evaluate_command(
     root: RootOpt,
     dataset: DatasetOpt = None,
@@ -233,7 +262,7 @@ def evaluate_command(
         typer.Option("--save-predictions", help="Write <id>.png predictions and <id>_gt.png ground truth here."),
     ] = None,
     device: Annotated[
-        str, typer.Option("--device", help="auto, cpu, cuda:0, all (one process per GPU) or a comma list.")
+        str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps, all (one process per GPU) or a comma list.")
     ] = "auto",
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
@@ -245,9 +274,6 @@ def evaluate_command(
     batch_size: BatchOpt = 1,
     settings: SetOpt = None,
     dataset_option: DatasetOptionOpt = None,
-    tau: TauOpt = None,
-    alpha: AlphaOpt = None,
-    kl_threshold: KlOpt = None,
     open_vocabulary: OpenVocabularyOpt = False,
     clip_model: ClipModelOpt = None,
     clip_weights: ClipWeightsOpt = None,
@@ -255,44 +281,37 @@ def evaluate_command(
     clip_exact_reference: ClipExactOpt = None,
     eval_size: EvalSizeOpt = None,
     open_vocabulary_pamr: OvPamrOpt = None,
+    method_values: dict[str, Any] | None = None,
 ) -> None:
     """Evaluate a method or a paper preset on a dataset and write a report."""
+    chosen = method
     try:
-        from zeroseg.eval.api import evaluate_dataset
+        from zeroseg.eval.api import evaluate_plan
+        from zeroseg.eval.plan import make_plan
 
+        chosen = method_of(method, preset)
         devices = resolve_devices(device)
-        with _ProgressBar(preset or method or "evaluate") as bar:
-            report = evaluate_dataset(
-                dataset,
-                root,
-                method=method,
-                preset=preset,
-                settings=_common_settings(settings, tau, alpha, kl_threshold),
-                dataset_options=parse_assignments(dataset_option, "--dataset-option"),
-                devices=devices,
-                output=output,
-                save_predictions=save_predictions,
-                progress=bar,
-                split=split,
-                model=model,
-                baseline=baseline,
-                kmeans_k=kmeans_k,
-                matching=matching,
-                cache_dir=str(cache) if cache else None,
-                use_cache=not no_cache,
-                resume=not restart,
-                limit=limit,
-                batch_size=batch_size,
-                open_vocabulary=open_vocabulary or None,
-                clip_model=clip_model,
-                clip_weights=clip_weights,
-                clip_image_size=clip_size,
-                clip_exact_reference=clip_exact_reference,
-                eval_size=eval_size,
-                open_vocabulary_pamr=open_vocabulary_pamr,
+        plan_options = {
+            "split": split, "model": model, "baseline": baseline, "kmeans_k": kmeans_k, "matching": matching,
+            "cache_dir": str(cache) if cache else None, "use_cache": not no_cache, "resume": not restart,
+            "limit": limit, "batch_size": batch_size, "open_vocabulary": open_vocabulary or None,
+            "clip_model": clip_model, "clip_weights": clip_weights, "clip_image_size": clip_size,
+            "clip_exact_reference": clip_exact_reference, "eval_size": eval_size,
+            "open_vocabulary_pamr": open_vocabulary_pamr,
+        }  # fmt: skip
+        arguments = {
+            "method": method, "preset": preset, "settings": method_settings(method_values, settings),
+            "dataset_options": parse_assignments(dataset_option, "--dataset-option"),
+        }  # fmt: skip
+        plan = make_plan(dataset=dataset, root=root, **arguments, **plan_options)  # every setting checked first
+        with _ProgressBar(preset or chosen) as bar:
+            report = evaluate_plan(
+                plan, devices=devices, output=output, save_predictions=save_predictions, progress=bar
             )
     except ZeroSegError as exc:
-        raise _fail(exc) from None
+        raise fail(exc, chosen) from None
+    if report.resumed:
+        _err.print(report.resume_line(), highlight=False, markup=False)
     _out.print(report.headline(), highlight=False)
     if report.annotators:
         for which in ("mean", "best"):
@@ -306,6 +325,34 @@ def evaluate_command(
         _out.print(f"Report: {output} (+ .csv, .md)", highlight=False)
 
 
+def sweep_grid(
+    method: str, values: dict[str, Any] | None, assignments: list[str] | None, grid: list[str] | None
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Fixed settings and the grid of swept ones, from the method options, ``--set`` and ``--grid``.
+
+    An option given several values (see :func:`sweep_values`) is swept; one value is a fixed setting.
+    """
+    from zeroseg.options import method_options
+
+    own = {o.name: o for o in method_options(method)} | {o.flag.replace("-", "_"): o for o in method_options(method)}
+    fixed: dict[str, Any] = {}
+    swept: dict[str, list[Any]] = {}
+    given = method_settings(values, assignments)
+    for key, text in split_assignments(grid, "--grid").items():
+        if key not in own:
+            raise ConfigError(f"`--grid` names no {method} setting {key!r}; allowed: {', '.join(sorted(own))}")
+        swept[own[key].name] = sweep_values(own[key], text)
+    for name, value in given.items():
+        option = own.get(name)
+        parsed = sweep_values(option, value) if option is not None and isinstance(value, str) else [value]
+        if len(parsed) > 1:
+            swept[name] = parsed
+        else:
+            fixed[name] = parsed[0]
+    return fixed, swept
+
+
+@with_method_options
 def sweep_command(
     root: RootOpt,
     dataset: DatasetOpt = None,
@@ -313,22 +360,16 @@ def sweep_command(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     split: SplitOpt = None,
-    tau: Annotated[str | None, typer.Option("--tau", help="DiffCut tau values: start:stop:step or a,b,c.")] = None,
-    alpha: Annotated[
-        str | None, typer.Option("--alpha", help="DiffCut alpha values: start:stop:step or a,b,c.")
-    ] = None,
-    kl_threshold: Annotated[
-        str | None,
-        typer.Option("--kl-threshold", help="DiffSeg KL threshold values: start:stop:step or a,b,c."),
-    ] = None,
     grid: Annotated[
         list[str] | None,
-        typer.Option("--grid", help="Any method setting: key=start:stop:step or key=a,b (repeatable)."),
+        typer.Option(
+            "--grid", help="Any method setting: key=start:stop:step, key=a,b or key=a;b for list settings (repeatable)."
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", help="Sweep JSON path (.csv rows and a .md table beside it).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or one torch device.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (one device).")] = "auto",
     cache: CacheOpt = None,
     restart: RestartOpt = False,
     matching: MatchingOpt = "per-image",
@@ -336,45 +377,33 @@ def sweep_command(
     batch_size: BatchOpt = 1,
     settings: SetOpt = None,
     dataset_option: DatasetOptionOpt = None,
+    method_values: dict[str, Any] | None = None,
 ) -> None:
-    """Evaluate a grid of method settings; the UNet runs once per image, later steps read the feature cache."""
+    """Evaluate a grid of method settings; the UNet runs once per image, later steps read the feature cache.
+
+    Any method option takes several values to sweep over: a range start:stop:step (--tau 0.3:0.8:0.05), a comma
+    list of numbers (--tau 0.4,0.5) or values separated by ';' (--kl-threshold "1.1,0.9,0.9;1.0").
+    """
+    chosen = method
     try:
-        from zeroseg.eval.api import sweep_dataset
+        from zeroseg.eval.api import run_sweep, sweep_plans
         from zeroseg.eval.report import append_csv, sweep_markdown
 
-        values: dict[str, list[Any]] = {}
-        for name, text in (("tau", tau), ("alpha", alpha), ("kl_threshold", kl_threshold)):
-            if text is not None:
-                values[name] = parse_values(text, f"--{name.replace('_', '-')}")
-        for item in grid or []:
-            key, sep, text = item.partition("=")
-            if not sep:
-                raise ConfigError(f"`--grid` expects key=values, got {item!r}")
-            values[key.strip().replace("-", "_")] = parse_values(text, "--grid")
+        chosen = method_of(method, preset)
+        fixed, values = sweep_grid(chosen, method_values, settings, grid)
         if not values:
-            raise ConfigError("nothing to sweep: give --tau, --alpha, --kl-threshold or --grid")
+            raise ConfigError("nothing to sweep: give a method option several values (--tau 0.3:0.8:0.1) or --grid")
         devices = resolve_devices(device)
         if len(devices) != 1:
-            raise ConfigError(f"`--device` for a sweep must be one device, got {devices}")
+            raise ConfigError(f"must be one device for a sweep (got {', '.join(devices)})", setting="device")
+        base, steps = sweep_plans(
+            dataset, root, values, method=method, preset=preset, settings=fixed,
+            dataset_options=parse_assignments(dataset_option, "--dataset-option"), split=split, model=model,
+            matching=matching, cache_dir=str(cache) if cache else None, resume=not restart, limit=limit,
+            batch_size=batch_size,
+        )  # fmt: skip
         with _ProgressBar("sweep") as bar:
-            reports = sweep_dataset(
-                dataset,
-                root,
-                values,
-                method=method,
-                preset=preset,
-                settings=parse_assignments(settings, "--set"),
-                dataset_options=parse_assignments(dataset_option, "--dataset-option"),
-                device=devices[0],
-                progress=bar,
-                split=split,
-                model=model,
-                matching=matching,
-                cache_dir=str(cache) if cache else None,
-                resume=not restart,
-                limit=limit,
-                batch_size=batch_size,
-            )
+            reports = run_sweep(base, steps, device=devices[0], progress=bar)
         table = sweep_markdown(reports, list(values))
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +411,7 @@ def sweep_command(
             append_csv(reports, output.with_suffix(".csv"))
             output.with_suffix(".md").write_text(table, encoding="utf-8")
     except ZeroSegError as exc:
-        raise _fail(exc) from None
+        raise fail(exc, chosen) from None
     _out.print(table, highlight=False, markup=False)
     if output is not None:
         _out.print(f"Sweep: {output} (+ .csv, .md)", highlight=False)

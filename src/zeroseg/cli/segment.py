@@ -30,7 +30,7 @@ from zeroseg.cli.options import (
     method_choice,
     with_method_options,
 )
-from zeroseg.errors import ZeroSegError
+from zeroseg.errors import ConfigError, ZeroSegError
 
 CLAIM_POLL_SECONDS = 0.5
 """How often to look again at an image another run is writing."""
@@ -111,6 +111,22 @@ def segment_command(
         str, typer.Option(help="open_clip pretrained tag or a local checkpoint file.")
     ] = "laion2b_s29b_b131k_ft_soup",
     clip_size: Annotated[int, typer.Option(help="Side of the square image CLIP sees (official: 1024).")] = 1024,
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (a Ray cluster, or one started here; the ray extra).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray: auto (this machine's cluster) or ray://head:10001. Default: start Ray here."),
+    ] = None,
+    num_workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray: segmenting workers. Default: all GPUs (or CPUs).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(min=0, help="Ray: GPUs per worker. Default: 1 with --device cuda, else 0.")
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="Ray: files (as --save) or parquet (per-segment rows in OUT/segments).")
+    ] = "files",
     method_values: dict[str, Any] | None = None,
 ) -> None:
     """Segment images: writes <name>.png (palette label map at the image's resolution) and <name>_overlay.jpg."""
@@ -125,6 +141,34 @@ def segment_command(
         clip_weights=clip_weights,
         clip_size=clip_size,
     )
+    ray_options = {"address": address, "num_workers": num_workers, "gpus_per_worker": gpus_per_worker}
+    if engine not in ("local", "ray"):
+        raise fail(ConfigError(f"must be local or ray (got {engine!r})", setting="engine"))
+    if engine == "local" and (output_format != "files" or any(v is not None for v in ray_options.values())):
+        raise fail(ConfigError("`--address`, `--num-workers`, `--gpus-per-worker` and `--format` need `--engine ray`"))
+    if engine == "ray":
+        from zeroseg.distributed.command import segment_with_ray
+
+        try:
+            code = segment_with_ray(
+                inputs,
+                out=out,
+                method=method,
+                settings=method_values or {},
+                device=check_device(device),
+                dtype=check_dtype(dtype),
+                load_options={"variant": variant, "model_config": model_config},
+                naming=naming,
+                save=save,
+                output_format=output_format,
+                batch_size=batch_size,
+                recursive=recursive,
+                overwrite=overwrite,
+                **ray_options,
+            )
+        except ZeroSegError as exc:
+            raise fail(exc, method) from None
+        raise typer.Exit(code)
     try:
         summary = run_segment(
             inputs,

@@ -34,6 +34,12 @@ class DiffCutConfig:
     pamr: bool = setting(True, "PAMR refinement of the label map (official demo).", ui=True)
     pamr_iters: int = setting(30, "PAMR iterations (official demo).")
     pamr_dilations: tuple[int, ...] = setting(DEMO_PAMR_DILATIONS, "PAMR dilations, comma separated (official demo).")
+    pamr_max_pixels: int = setting(
+        1024 * 1024,
+        "Bound on the pixels PAMR works at (the model input's count); larger images are refined at that many "
+        "pixels with their aspect ratio and labelled from the upsampled refined masks, so the cost stays flat "
+        "in the image size. 0 = the output size.",
+    )
     exact_reference: bool = setting(
         False, "Reproduce the official code's numerics and quirks (node dropping, dot-product assignment)."
     )
@@ -49,6 +55,14 @@ class DiffCutConfig:
             raise ConfigError(f"must be >= 0 (got {self.pamr_iters})", setting="pamr_iters")
         if not self.pamr_dilations or any(d < 1 for d in self.pamr_dilations):
             raise ConfigError(f"must be positive integers (got {list(self.pamr_dilations)})", setting="pamr_dilations")
+        if (
+            isinstance(self.pamr_max_pixels, bool)
+            or not isinstance(self.pamr_max_pixels, int)
+            or self.pamr_max_pixels < 0
+        ):
+            raise ConfigError(
+                f"must be an integer >= 0, 0 = no bound (got {self.pamr_max_pixels!r})", setting="pamr_max_pixels"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dictionary of every setting."""

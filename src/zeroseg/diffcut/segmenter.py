@@ -57,6 +57,7 @@ class DiffCut(Segmenter):
             pamr_iters=cfg.pamr_iters,
             pamr_dilations=cfg.pamr_dilations,
             exact_reference=cfg.exact_reference,
+            pamr_max_pixels=cfg.pamr_max_pixels,
             tree=tree,
         )
 

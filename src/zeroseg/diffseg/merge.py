@@ -218,12 +218,15 @@ def _anchor_distances(flat: torch.Tensor, anchor_index: torch.Tensor) -> torch.T
     log_anchors = anchors.clamp_min(LOG_EPS).log_()
     neg_entropy_anchors = _rowwise_dot(anchors, log_anchors)
     dist = torch.empty(anchors.shape[0], flat.shape[0], dtype=flat.dtype, device=flat.device)
-    rows_per_chunk = max(1, _ANCHOR_CHUNK_ELEMENTS // flat.shape[1])
-    for start in range(0, flat.shape[0], rows_per_chunk):
+    rows_per_chunk = min(flat.shape[0], max(1, _ANCHOR_CHUNK_ELEMENTS // flat.shape[1]))
+    log_space = torch.empty(rows_per_chunk, flat.shape[1], dtype=flat.dtype, device=flat.device)
+    entropy_space = torch.empty(rows_per_chunk, 1, 1, dtype=flat.dtype, device=flat.device)
+    for start in range(0, flat.shape[0], rows_per_chunk):  # workspaces reused: no per-chunk allocation
         maps = flat[start : start + rows_per_chunk]
-        log_maps = maps.clamp_min(LOG_EPS).log_()
+        log_maps = torch.clamp_min(maps, LOG_EPS, out=log_space[: maps.shape[0]]).log_()
         block = dist[:, start : start + rows_per_chunk]
-        torch.add(neg_entropy_anchors[:, None], _rowwise_dot(maps, log_maps)[None, :], out=block)
+        neg_entropy = torch.bmm(maps[:, None, :], log_maps[:, :, None], out=entropy_space[: maps.shape[0]])
+        torch.add(neg_entropy_anchors[:, None], neg_entropy.view(1, -1), out=block)
         block.addmm_(anchors, log_maps.T, alpha=-1.0)
         block.addmm_(log_anchors, maps.T, alpha=-1.0)
     dist *= 0.5

@@ -11,6 +11,8 @@ from typing import Any
 _LAZY = {
     "evaluate": "zeroseg.eval.run",
     "sweep": "zeroseg.eval.run",
+    "run": "zeroseg.eval.runner",
+    "Scorer": "zeroseg.eval.runner",
     "evaluate_dataset": "zeroseg.eval.api",
     "sweep_dataset": "zeroseg.eval.api",
     "EvaluationReport": "zeroseg.eval.report",
@@ -24,10 +26,11 @@ _LAZY = {
     "match_image": "zeroseg.eval.matching",
     "merge_background": "zeroseg.eval.background",
     "IoUAccumulator": "zeroseg.eval.metrics",
-    "ImageMeanIoU": "zeroseg.eval.metrics",
     "image_iou": "zeroseg.eval.metrics",
     "evaluate_open_vocabulary": "zeroseg.eval.open_vocabulary",
     "OpenVocabularyOptions": "zeroseg.eval.open_vocabulary",
+    "EvaluationPlan": "zeroseg.eval.plan",
+    "make_plan": "zeroseg.eval.plan",
 }
 
 __all__ = list(_LAZY)

@@ -13,7 +13,6 @@ AutoSC (DiffCut Tab. 2) picks the number of clusters from the eigengap, on DiffC
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from zeroseg.errors import ConfigError, require
-
-logger = logging.getLogger(__name__)
 
 BASELINES = ("kmeans-c", "kmeans-s", "autosc")
 
@@ -68,7 +65,7 @@ class Baseline:
         """
         if self.name == "autosc":
             if "features" not in capture:
-                raise ConfigError("the `autosc` baseline needs DiffCut features (run it with --method diffcut)")
+                raise ConfigError("the `autosc` baseline needs DiffCut features (a capture with `features`)")
             from zeroseg.diffcut.autosc import segment_autosc
 
             return segment_autosc(capture["features"].float(), out_size=output_size).long()
@@ -110,10 +107,6 @@ def kmeans_on_features(features: torch.Tensor, k: int, *, output_size: tuple[int
     c, h, w = feats.shape
     labels, _ = run_kmeans(feats.reshape(c, -1).T.double().numpy(), k, seed=seed)
     grid = torch.from_numpy(labels).reshape(h, w)
-    try:
-        from zeroseg.diffcut.assign import assign_concepts
-    except ImportError:  # pragma: no cover - fallback while the DiffCut package is incomplete
-        logger.warning("zeroseg.diffcut.assign is unavailable; upsampling K-Means labels with nearest")
-        up = F.interpolate(grid[None, None].float(), size=output_size, mode="nearest")
-        return up[0, 0].long()
+    from zeroseg.diffcut.assign import assign_concepts
+
     return assign_concepts(features.float(), grid, output_size).long()

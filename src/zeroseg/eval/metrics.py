@@ -3,7 +3,7 @@
 The DiffSeg and DiffCut papers sum per-image matched counts over the dataset, then compute
 ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``, ``mIoU = nanmean_c IoU_c`` (classes never seen nor predicted are NaN and
 left out) and ``ACC = sum TP / sum valid pixels`` (official ``benchmarks.ipynb`` / ``eval_diffcut.py``).
-The open-vocabulary evaluation instead averages a per-image IoU over images (:class:`ImageMeanIoU`).
+The open-vocabulary evaluation instead averages a per-image IoU over images (:func:`image_iou`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class IoUAccumulator:
         self.fp = np.zeros(num_classes, dtype=np.float64)
         self.fn = np.zeros(num_classes, dtype=np.float64)
         self.valid = 0.0
-        self.num_images = 0
 
     def add(self, counts: MatchCounts, *, weight: float = 1.0) -> None:
         """Add one image's counts (``weight`` < 1 averages several annotators of one image)."""
@@ -56,10 +55,6 @@ class IoUAccumulator:
         self.fp += weight * counts.fp
         self.fn += weight * counts.fn
         self.valid += weight * counts.valid
-
-    def count_image(self) -> None:
-        """Record that one more image was added."""
-        self.num_images += 1
 
     def per_class_iou(self) -> np.ndarray:
         """``(N,)`` IoU per class, NaN for classes with no pixel in ground truth nor in matched clusters."""
@@ -132,25 +127,6 @@ def image_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     inter, union = class_overlaps(gt, pred, num_classes)
     present = union > 0
     return float((inter[present] / union[present]).mean()) if present.any() else math.nan
-
-
-class ImageMeanIoU:
-    """Per-image IoU averaged over images (DiffCut open-vocabulary protocol, ``eval_diffcut_openvoc.py``)."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.scores: list[float] = []
-
-    def add(self, gt: np.ndarray, pred: np.ndarray) -> float:
-        """Score one image and return its IoU."""
-        score = image_iou(gt, pred, self.num_classes)
-        self.scores.append(score)
-        return score
-
-    @property
-    def miou(self) -> float:
-        """Mean over images of the per-image IoU (images without valid pixels left out)."""
-        return nanmean(np.asarray(self.scores))
 
 
 def as_counts(tp: list[float], fp: list[float], fn: list[float], valid: float) -> MatchCounts:

@@ -2,11 +2,11 @@
 
 Per image (official ``eval_diffcut_openvoc.py``, spec §4):
 
-1. Centre square crop (side min(H, W) - 1 for DiffCut, min(H, W) for DiffSeg), bilinear to the method's input
-   side, UNet capture (from the feature cache when stored).
+1. Centre square crop (the method's own protocol: side min(H, W) - 1 for DiffCut, min(H, W) for DiffSeg),
+   bilinear to the method's input side, backbone capture (from the feature cache when stored).
 2. Segments at the method's own side (DiffCut: 1024 = the official ``mask_size``; DiffSeg: 512), upsampled
-   with nearest-exact to the evaluation side 1024. PAMR at 1024: DiffCut's own ``pamr`` setting (on, 15
-   iterations, dilations 1..64 as the official code); DiffSeg only when asked.
+   with nearest-exact to the evaluation side 1024, then refined there: a self-refining method by its own
+   settings (DiffCut: on, 15 iterations, dilations 1..64 as the official code), others only when asked.
 3. Each segment gets the argmax of CLIP's softmax over the benchmark's classes (image at 1024, COCO-Object
    bilinearly upsampled to 2048), see :func:`zeroseg.openvocab.predict_open_vocabulary`.
 4. Ground truth: crop, nearest-exact to 1024, dataset ids -> vocabulary ids (background 0, as the official
@@ -15,6 +15,8 @@ Per image (official ``eval_diffcut_openvoc.py``, spec §4):
 5. Multiclass IoU per image (classes absent from both maps left out, torchmetrics ``JaccardIndex``), averaged
    over images.
 
+The loop (resume, shards, batches, timing) is :func:`zeroseg.eval.runner.run`; this module is its scorer.
+
 References:
     DiffCut (Couairon et al., NeurIPS 2024), Sec. 4.4, Tab. 4 and official ``eval_diffcut_openvoc.py``.
 """
@@ -22,61 +24,43 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from zeroseg.errors import ConfigError
-from zeroseg.eval.cache import FeatureCache, hash_key, source_signature
-from zeroseg.eval.datasets.base import IGNORE, SegmentationDataset
+from zeroseg.eval.cache import source_signature
+from zeroseg.eval.datasets.base import IGNORE, Sample, SegmentationDataset
 from zeroseg.eval.metrics import class_overlaps, iou_per_class, nanmean
-from zeroseg.eval.protocols import Protocol, center_crop_square, resize_image, resize_labels
-from zeroseg.eval.report import EvaluationReport
-from zeroseg.eval.run import (
-    ProgressCallback,
-    ResultsLog,
-    RunTiming,
-    Segmenter,
-    load_captures,
-    method_settings,
-    save_prediction_pngs,
+from zeroseg.eval.protocols import (
+    OPEN_VOCABULARY,
+    center_crop_square,
+    open_vocabulary_protocol,
+    resize_image,
+    resize_labels,
 )
-from zeroseg.eval.run import run_settings as unsupervised_run_settings
+from zeroseg.eval.report import EvaluationReport
+from zeroseg.eval.run import refinement_of
+from zeroseg.eval.runner import RunningMean, RunTiming, Scored, Scorer, run
+from zeroseg.openvocab.protocol import CLIP_IMAGE_SIZE, EVAL_SIZE
+from zeroseg.refine.stage import Refinement
+from zeroseg.registry import get_method
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from zeroseg.segmenter import Segmenter
 
-PROTOCOL_NAME = "open-vocabulary"
+PROTOCOL_NAME = OPEN_VOCABULARY
 
 DATASET_VOCABULARIES = {"voc": "voc", "context": "context", "coco-object": "coco-object"}
 """Datasets with an open-vocabulary class set: dataset name -> shipped vocabulary (background at index 0)."""
-
-EVAL_SIZE = 1024
-"""Side at which predictions and targets are compared (official ``mask_size`` and label resize)."""
-
-CLIP_IMAGE_SIZE = {"voc": 1024, "context": 1024, "coco-object": 2048}
-"""CLIP input side per dataset at the official evaluation size (COCO-Object upsampled to 2048)."""
-
-PAMR_ITERS = 15
-PAMR_DILATIONS = (1, 2, 4, 8, 12, 24, 32, 64)
-"""PAMR of the official open-vocabulary evaluation (always on there)."""
-
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "diffcut": {"pamr": True, "pamr_iters": PAMR_ITERS, "pamr_dilations": PAMR_DILATIONS},
-    "diffseg": {},
-}
-"""Method settings the open-vocabulary protocol starts from (explicit settings override them)."""
-
-CROP_MARGINS = {"diffcut": 1, "diffseg": 0}
-"""Centre-crop margin of each method's own protocol (DiffCut min(H, W) - 1, DiffSeg min(H, W))."""
 
 METRIC_NOTE = (
     "miou: multiclass IoU per image (classes absent from both the prediction and the ground truth left out, "
@@ -100,7 +84,8 @@ class OpenVocabularyOptions:
             zero vector, as the official code does (needed to reproduce Tab. 4); by default the image is
             normalised as CLIP was trained.
         pamr: ``None`` = the method's own choice (DiffCut: its ``pamr`` setting, on; DiffSeg: off); ``True`` or
-            ``False`` forces PAMR at the evaluation size on or off (DiffSeg: 15 iterations, dilations 1..64).
+            ``False`` forces PAMR at the evaluation size on or off (a method that does not refine itself gets
+            the protocol's 15 iterations, dilations 1..64).
     """
 
     clip_model: str = "convnext_large_d_320"
@@ -229,23 +214,6 @@ def prepare_target(labels: np.ndarray, table: np.ndarray, *, crop_margin: int, e
     return to_vocabulary_ids(resize_labels(crop, eval_size, "nearest-exact"), table)
 
 
-def protocol_for(method: str) -> Protocol:
-    """The crop and input size of ``method`` under the open-vocabulary protocol (segments at the input side)."""
-    if method not in CROP_MARGINS:
-        raise ConfigError(
-            f"`method` must be one of {', '.join(CROP_MARGINS)} for open-vocabulary evaluation, got {method!r}"
-        )
-    return Protocol(
-        name=PROTOCOL_NAME,
-        crop_margin=CROP_MARGINS[method],
-        eval_divisor=1,
-        label_steps=("eval",),
-        eval_label_mode="nearest-exact",
-        background_merge=False,
-        pamr_after_merge=False,
-    )
-
-
 def score_image(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> dict[str, Any]:
     """One image's record: its IoU, per-class intersections and unions, correct and valid pixels."""
     inter, union = class_overlaps(gt, pred, num_classes)
@@ -291,36 +259,136 @@ def _weights_identity(weights: str | None) -> Any:
     return weights
 
 
-def run_settings(
-    segmenter: Segmenter, dataset: SegmentationDataset, protocol: Protocol, options: OpenVocabularyOptions
-) -> dict[str, Any]:
-    """Everything that determines the scores of an open-vocabulary run (its hash names the results log)."""
-    settings = unsupervised_run_settings(segmenter, dataset, protocol, None, "open-vocabulary")
-    settings["open_vocabulary"] = {**options.to_dict(), "clip_weights": _weights_identity(options.clip_weights)}
+def open_vocabulary_settings(method: str) -> dict[str, Any]:
+    """Method settings the open-vocabulary protocol starts from (explicit settings override them).
+
+    The method's own (``MethodSpec.open_vocabulary_settings``), plus, for a self-refining method, the protocol's
+    refinement defaults as its ``pamr_iters`` / ``pamr_dilations``.
+    """
+    spec = get_method(method)
+    settings = dict(spec.open_vocabulary_settings)
+    if spec.refines_itself:
+        refinement = open_vocabulary_protocol(method).refinement
+        settings = {"pamr_iters": refinement.iterations, "pamr_dilations": refinement.dilations, **settings}
     return settings
 
 
-def _segment(
+def segment_at_eval_size(
     segmenter: Segmenter,
     capture: dict[str, torch.Tensor],
-    eval_image: torch.Tensor,
     *,
     mask_side: int,
     eval_size: int,
-    extra_pamr: bool,
 ) -> torch.Tensor:
-    """Segments at the method's side, nearest-exact to ``eval_size``, PAMR there when the harness adds it."""
-    with torch.inference_mode():
-        labels = segmenter.segment_capture(capture, output_size=(mask_side, mask_side), image=eval_image)
-        labels = labels.long().cpu()
-        if tuple(labels.shape) != (eval_size, eval_size):
-            labels = F.interpolate(labels[None, None].float(), size=(eval_size, eval_size), mode="nearest-exact")
-            labels = labels[0, 0].long()
-        if extra_pamr:
-            from zeroseg.refine.pamr import refine_labels
-
-            labels = refine_labels(labels, eval_image, num_iter=PAMR_ITERS, dilations=PAMR_DILATIONS)
+    """Segments at the method's side, nearest-exact to ``eval_size`` (where the runner refines them)."""
+    labels = segmenter.segment_capture(capture, output_size=(mask_side, mask_side)).long().cpu()
+    if tuple(labels.shape) != (eval_size, eval_size):
+        labels = F.interpolate(labels[None, None].float(), size=(eval_size, eval_size), mode="nearest-exact")
+        labels = labels[0, 0].long()
     return labels
+
+
+class NamingScorer(Scorer):
+    """Segments named by CLIP over the benchmark's vocabulary, scored by per-image IoU (no matching).
+
+    Args:
+        segmenter: the segmenter (its ``pamr`` already set as ``options.pamr`` says, for a self-refining method).
+        dataset: ``voc``, ``context`` or ``coco-object``.
+        namer: a :class:`zeroseg.openvocab.SegmentNamer` with the dataset's vocabulary.
+        options: CLIP, size and PAMR settings (``exact_reference`` must match the namer's).
+    """
+
+    timing_fields = ("clip_seconds",)
+
+    def __init__(
+        self, segmenter: Segmenter, dataset: SegmentationDataset, namer: Any, options: OpenVocabularyOptions
+    ) -> None:
+        self.segmenter = segmenter
+        self.dataset = dataset
+        self.namer = namer
+        self.options = options
+        self.vocabulary = vocabulary_name(dataset.name)
+        self.class_names = list(namer.class_names)
+        self.table = vocabulary_lookup(dataset, self.class_names)
+        if bool(getattr(namer, "exact_reference", options.exact_reference)) != options.exact_reference:
+            raise ConfigError(
+                "`namer.exact_reference` and `options.exact_reference` disagree; build the namer from the options"
+            )
+        self.protocol = open_vocabulary_protocol(segmenter.method)
+        self.input_side, _ = self.protocol.sizes(segmenter.image_size)
+        self.eval_size, self.clip_side = options.eval_size, options.clip_side(dataset.name)
+        self.self_refining = get_method(segmenter.method).refines_itself
+        if self.self_refining:
+            self.refinement = refinement_of(segmenter)
+        else:
+            self.refinement = self.protocol.refinement if options.pamr else None
+
+    def check(self, dataset: SegmentationDataset) -> None:
+        vocabulary_name(dataset.name)
+
+    def run_settings(self) -> dict[str, Any]:
+        weights = self.options.clip_weights
+        return {
+            "baseline": None,
+            "matching": OPEN_VOCABULARY,
+            "open_vocabulary": {**self.options.to_dict(), "clip_weights": _weights_identity(weights)},
+        }
+
+    def report_fields(self) -> dict[str, Any]:
+        return {"protocol": OPEN_VOCABULARY, "matching": OPEN_VOCABULARY, "open_vocabulary": self.describe()}
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        array = center_crop_square(image, self.protocol.crop_margin)
+        crop = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float() / 255.0
+        prepared = resize_image(crop, self.input_side)
+        return prepared, prepared if self.input_side == self.eval_size else resize_image(crop, self.eval_size)
+
+    def segment(self, sample: Sample, capture: dict[str, torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
+        segments = segment_at_eval_size(self.segmenter, capture, mask_side=self.input_side, eval_size=self.eval_size)
+        labels = self.dataset.load_labels(sample)[0]
+        return segments, prepare_target(
+            labels, self.table, crop_margin=self.protocol.crop_margin, eval_size=self.eval_size
+        )
+
+    def score(self, labels: torch.Tensor, image: torch.Tensor, targets: Any, timing: RunTiming) -> Scored:
+        from zeroseg.openvocab.protocol import predict_open_vocabulary
+
+        t0 = time.perf_counter()
+        named = predict_open_vocabulary(self.namer, image, labels, size=self.eval_size, clip_image_size=self.clip_side)
+        timing.extra["clip_seconds"] += time.perf_counter() - t0
+        pred = named.numpy().astype(np.int64)
+        return Scored(score_image(targets, pred, len(self.class_names)), pred, [targets])
+
+    def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return summarize(records, self.class_names)
+
+    def running(self) -> Any:
+        return RunningMean(lambda record: math.nan if record["iou"] is None else record["iou"])
+
+    def describe(self) -> dict[str, Any]:
+        """The report's ``open_vocabulary`` section: every setting that shaped the run, and how it was scored."""
+        shown = self.refinement or self.protocol.refinement
+        if self.self_refining:
+            config = self.segmenter.config
+            shown = Refinement(int(config.pamr_iters), tuple(int(d) for d in config.pamr_dilations))
+        pamr = {
+            "enabled": self.refinement is not None,
+            "by": "method setting" if self.self_refining else "evaluation",
+            **shown.to_dict(),
+        }
+        return {
+            **self.options.to_dict(),
+            "clip_image_size": self.clip_side,
+            "vocabulary": self.vocabulary,
+            "num_classes": len(self.class_names),
+            "class_names": list(self.class_names),
+            "background_class": 0,
+            "crop_margin": self.protocol.crop_margin,
+            "input_size": self.input_side,
+            "mask_size": self.input_side,
+            "pamr": pamr,
+            "metric": METRIC_NOTE,
+        }
 
 
 def evaluate_open_vocabulary(
@@ -329,33 +397,18 @@ def evaluate_open_vocabulary(
     namer: Any,
     *,
     options: OpenVocabularyOptions | None = None,
-    cache: FeatureCache | None = None,
-    results_dir: Path | None = None,
-    save_predictions: Path | None = None,
-    limit: int | None = None,
-    batch_size: int = 1,
-    progress: ProgressCallback | None = None,
-    shard: tuple[int, int] | None = None,
-    preset: str | None = None,
-    restart: bool = False,
+    **run_options: Any,
 ) -> EvaluationReport:
     """Score ``segmenter`` + CLIP naming on ``dataset`` with the open-vocabulary protocol.
 
     Args:
-        segmenter: a DiffCut or DiffSeg segmenter (``zeroseg.create_segmenter``), settings already set.
+        segmenter: a segmenter (``zeroseg.create_segmenter``), settings already set.
         dataset: ``voc``, ``context`` or ``coco-object`` (:func:`zeroseg.eval.datasets.create_dataset`).
         namer: a :class:`zeroseg.openvocab.SegmentNamer` with the dataset's vocabulary.
         options: CLIP, size and PAMR settings (``exact_reference`` must match the namer's).
-        cache: feature cache for the UNet captures (shared with the unsupervised runs of the same method).
-        results_dir: folder of the resumable per-image results logs; ``None`` keeps results in memory only.
-        save_predictions: folder receiving ``<id>.png`` (predicted class ids at the evaluation size) and
-            ``<id>_gt.png`` (ground truth as scored: vocabulary ids, background 0, ignore 255).
-        limit: evaluate only the first ``limit`` images.
-        batch_size: images per UNet pass.
-        progress: called after each image with (done, total, running mIoU).
-        shard: ``(rank, world)`` evaluates images ``rank, rank + world, ...`` only.
-        preset: preset name recorded in the report.
-        restart: ignore and overwrite the results of an earlier identical run.
+        **run_options: the run options of :func:`zeroseg.eval.runner.run`; the feature cache is shared with the
+            unsupervised runs of the same method, and ``save_predictions`` receives ``<id>.png`` (predicted class
+            ids at the evaluation size) and ``<id>_gt.png`` (vocabulary ids, background 0, ignore 255).
 
     Returns:
         The report: ``miou`` is the per-image IoU averaged over images, ``protocol`` is ``"open-vocabulary"``.
@@ -365,141 +418,7 @@ def evaluate_open_vocabulary(
             bad argument.
     """
     options = options or OpenVocabularyOptions()
-    if batch_size < 1:
-        raise ConfigError(f"`batch_size` must be >= 1, got {batch_size}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"`limit` must be >= 1, got {limit}")
-    vocabulary = vocabulary_name(dataset.name)
-    class_names = list(namer.class_names)
-    table = vocabulary_lookup(dataset, class_names)
-    if bool(getattr(namer, "exact_reference", options.exact_reference)) != options.exact_reference:
-        raise ConfigError(
-            "`namer.exact_reference` and `options.exact_reference` disagree; build the namer from the options"
-        )
-    has_own_pamr = hasattr(segmenter.config, "pamr")
-    if options.pamr is not None and has_own_pamr and bool(segmenter.config.pamr) != options.pamr:
-        segmenter = segmenter.with_config(pamr=options.pamr)
-    extra_pamr = bool(options.pamr) and not has_own_pamr
-    protocol = protocol_for(segmenter.method)
-    input_side, _ = protocol.sizes(segmenter.image_size)
-    eval_size, clip_side = options.eval_size, options.clip_side(dataset.name)
-    settings = run_settings(segmenter, dataset, protocol, options)
-    run_hash = hash_key(settings)[:24]
-    log = ResultsLog(results_dir, run_hash, rank=None if shard is None else shard[0]) if results_dir else None
-    if log is not None and restart:
-        log.clear()
-    done = log.read(own_only=restart) if log is not None else {}
-    samples = list(dataset)[:limit] if limit else list(dataset)
-    selected = samples if shard is None else samples[shard[0] :: shard[1]]
-    pending = [s for s in selected if s.id not in done]
-    if done:
-        logger.info(
-            "resuming run %s: %d of %d images already done", run_hash, len(selected) - len(pending), len(selected)
-        )
-    records = {s.id: done[s.id] for s in selected if s.id in done}
-    scores = [r["iou"] for r in records.values() if r["iou"] is not None]
-    cache_key = settings["capture"]
-    timing = RunTiming()
-    clip_seconds = 0.0
-    start = time.perf_counter()
-    for batch_start in range(0, len(pending), batch_size):
-        batch = pending[batch_start : batch_start + batch_size]
-        crops = []
-        for sample in batch:
-            array = center_crop_square(dataset.load_image(sample), protocol.crop_margin)
-            crops.append(torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).float() / 255.0)
-        images = [resize_image(crop, input_side) for crop in crops]
-        captures = load_captures(segmenter, batch, images, cache=cache, cache_key=cache_key, timing=timing)
-        for sample, crop, image, capture in zip(batch, crops, images, captures, strict=True):
-            t0 = time.perf_counter()
-            eval_image = image if input_side == eval_size else resize_image(crop, eval_size)
-            segments = _segment(
-                segmenter, capture, eval_image, mask_side=input_side, eval_size=eval_size, extra_pamr=extra_pamr
-            )
-            t1 = time.perf_counter()
-            pred = _name(namer, eval_image, segments, eval_size=eval_size, clip_side=clip_side)
-            clip_seconds += time.perf_counter() - t1
-            target = prepare_target(
-                dataset.load_labels(sample)[0], table, crop_margin=protocol.crop_margin, eval_size=eval_size
-            )
-            record = {"id": sample.id, "run": run_hash, **score_image(target, pred, len(class_names))}
-            timing.cluster_s += time.perf_counter() - t0
-            timing.clustered += 1
-            records[sample.id] = record
-            if log is not None:
-                log.append(record)
-            if save_predictions is not None:
-                save_prediction_pngs(Path(save_predictions), sample, pred, [target])
-            if record["iou"] is not None:
-                scores.append(record["iou"])
-            if progress is not None:
-                progress(len(records), len(selected), nanmean(np.array(scores)) if scores else math.nan)
-    elapsed = time.perf_counter() - start
-    ordered = [records[s.id] for s in selected if s.id in records]
-    return EvaluationReport(
-        **summarize(ordered, class_names),
-        method=segmenter.method,
-        preset=preset,
-        dataset=dataset.settings(),
-        settings=method_settings(segmenter),
-        capture=cache_key["capture"],
-        protocol=PROTOCOL_NAME,
-        matching=PROTOCOL_NAME,
-        open_vocabulary=describe(segmenter, options, vocabulary, class_names, protocol, input_side, clip_side),
-        run_id=run_hash,
-        timing={
-            "seconds": elapsed,
-            "images_per_second": timing.clustered / elapsed if elapsed > 0 else math.nan,
-            "capture_seconds": timing.capture_s,
-            "cluster_seconds": timing.cluster_s,
-            "clip_seconds": clip_seconds,
-            "images_captured": timing.captured,
-            "images_from_cache": timing.cached,
-            "images_resumed": len(selected) - len(pending),
-        },
-    )
-
-
-def _name(
-    namer: Any, eval_image: torch.Tensor, segments: torch.Tensor, *, eval_size: int, clip_side: int
-) -> np.ndarray:
-    from zeroseg.openvocab.protocol import predict_open_vocabulary
-
-    prediction = predict_open_vocabulary(namer, eval_image, segments, size=eval_size, clip_image_size=clip_side)
-    return prediction.numpy().astype(np.int64)
-
-
-def describe(
-    segmenter: Segmenter,
-    options: OpenVocabularyOptions,
-    vocabulary: str,
-    class_names: Sequence[str],
-    protocol: Protocol,
-    input_side: int,
-    clip_side: int,
-) -> dict[str, Any]:
-    """The report's ``open_vocabulary`` section: every setting that shaped the run, and how it was scored."""
-    config = segmenter.config
-    if hasattr(config, "pamr"):
-        pamr = {
-            "enabled": bool(config.pamr),
-            "by": "method setting",
-            "iterations": int(getattr(config, "pamr_iters", PAMR_ITERS)),
-            "dilations": list(getattr(config, "pamr_dilations", PAMR_DILATIONS)),
-        }
-    else:
-        pamr = {"enabled": bool(options.pamr), "by": "evaluation", "iterations": PAMR_ITERS,
-                "dilations": list(PAMR_DILATIONS)}  # fmt: skip
-    return {
-        **options.to_dict(),
-        "clip_image_size": clip_side,
-        "vocabulary": vocabulary,
-        "num_classes": len(class_names),
-        "class_names": list(class_names),
-        "background_class": 0,
-        "crop_margin": protocol.crop_margin,
-        "input_size": input_side,
-        "mask_size": input_side,
-        "pamr": pamr,
-        "metric": METRIC_NOTE,
-    }
+    if options.pamr is not None and get_method(segmenter.method).refines_itself:
+        if bool(segmenter.config.pamr) != options.pamr:
+            segmenter = segmenter.with_config(pamr=options.pamr)
+    return run(segmenter, dataset, NamingScorer(segmenter, dataset, namer, options), **run_options)

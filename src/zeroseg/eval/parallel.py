@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from zeroseg.errors import ConfigError, ZeroSegError
-from zeroseg.eval.report import EvaluationReport
-from zeroseg.eval.run import ProgressCallback, summarize
+from zeroseg.eval.cache import default_cache_dir
+from zeroseg.eval.open_vocabulary import summarize as summarize_named
+from zeroseg.eval.plan import EvaluationPlan, open_dataset, run_plan
+from zeroseg.eval.report import REPORT_HEADER, EvaluationReport, build_report
+from zeroseg.eval.run import summarize as summarize_matched
+from zeroseg.eval.runner import ProgressCallback, ResultsLog
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +34,8 @@ def available_devices() -> list[str]:
 
 
 def _worker(
-    plan: Any, device: str, rank: int, world: int, save_predictions: str | None, events: Any
+    plan: EvaluationPlan, device: str, rank: int, world: int, save_predictions: str | None, events: Any
 ) -> None:  # pragma: no cover - runs in a child process
-    from zeroseg.eval.api import run_plan
-
     def progress(done: int, total: int, miou: float) -> None:
         events.put(("progress", rank, done, total, miou))
 
@@ -49,7 +51,7 @@ def _worker(
 
 
 def run_on_devices(
-    plan: Any,
+    plan: EvaluationPlan,
     devices: list[str],
     *,
     progress: ProgressCallback | None = None,
@@ -105,38 +107,26 @@ def run_on_devices(
     return merge_shards(plan, reports, time.perf_counter() - start)
 
 
-def merge_shards(plan: Any, reports: dict[int, dict[str, Any]], elapsed: float) -> EvaluationReport:
-    """Build the whole run's report from the shards' results logs."""
-    from zeroseg.eval.api import open_dataset
-    from zeroseg.eval.cache import default_cache_dir
-    from zeroseg.eval.run import ResultsLog
-
+def merge_shards(plan: EvaluationPlan, reports: dict[int, dict[str, Any]], elapsed: float) -> EvaluationReport:
+    """Build the whole run's report from the shards' results logs (with the report builder of single runs)."""
     first = reports[0]
     dataset = open_dataset(plan)
     cache_root = Path(plan.cache_dir).expanduser() if plan.cache_dir else default_cache_dir()
     records = ResultsLog(cache_root / "runs", first["run_id"]).read()
     samples = list(dataset)[: plan.limit] if plan.limit else list(dataset)
     ordered = [records[s.id] for s in samples if s.id in records]
-    if plan.open_vocabulary is not None:
-        from zeroseg.eval.open_vocabulary import summarize as summarize_open_vocabulary
-
-        summary = summarize_open_vocabulary(ordered, first["open_vocabulary"]["class_names"])
-    else:
-        summary = summarize(ordered, dataset, plan.matching)
     timing = {key: sum((r["timing"].get(key) or 0) for r in reports.values()) for key in first["timing"]}
     timing["seconds"] = elapsed
     timing["images_per_second"] = len(ordered) / elapsed if elapsed > 0 else None
     timing["devices"] = len(reports)
-    keep = (
-        "method",
-        "dataset",
-        "settings",
-        "capture",
-        "protocol",
-        "baseline",
-        "matching",
-        "open_vocabulary",
-        "preset",
-        "run_id",
-    )
-    return EvaluationReport(**summary, **{k: first[k] for k in keep}, timing=timing)
+    header = {key: first[key] for key in REPORT_HEADER}
+    return build_report(header, summarize_records(plan, dataset, header, ordered), timing)
+
+
+def summarize_records(
+    plan: EvaluationPlan, dataset: Any, header: dict[str, Any], records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Dataset metrics of a plan's records, by the summary of the plan's scorer."""
+    if plan.open_vocabulary is not None:
+        return summarize_named(records, header["open_vocabulary"]["class_names"])
+    return summarize_matched(records, dataset, plan.matching)

@@ -6,7 +6,11 @@
   bilinear to 1024; labels ``nearest-exact`` to 1024 then ``nearest`` to 128; evaluation at 128; background
   merge, then PAMR on the image bilinearly downsampled to 128.
 - Open vocabulary (DiffCut ``eval_diffcut_openvoc.py``): the method's own crop and input size, segments and
-  labels at 1024, classes from CLIP, per-image IoU; see :mod:`zeroseg.eval.open_vocabulary`.
+  labels at 1024, PAMR there (15 iterations, dilations 1..64), classes from CLIP, per-image IoU; see
+  :mod:`zeroseg.eval.open_vocabulary`.
+
+Paper presets run the methods with ``exact_reference=True``: the published numbers came from the official code,
+so a preset keeps its numerics (and the dataset quirks the official loaders have) to reproduce them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from zeroseg.errors import ConfigError
 from zeroseg.eval.datasets.base import IGNORE
 from zeroseg.image import resize
+from zeroseg.refine.stage import Refinement
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class Protocol:
     """How one method is evaluated.
 
     Attributes:
-        name: protocol name (``diffseg`` or ``diffcut``).
+        name: protocol name (``diffseg``, ``diffcut`` or ``open-vocabulary``).
         crop_margin: the centre square has side ``min(H, W) - crop_margin`` (0 DiffSeg, 1 DiffCut).
         input_size: side the image is resized to before the backbone; ``None`` = the segmenter's ``image_size``.
         eval_divisor: evaluation side = input side // eval_divisor (1 DiffSeg: 512; 8 DiffCut: 128).
@@ -37,8 +42,9 @@ class Protocol:
             ``"eval"`` (to the evaluation side with :attr:`eval_label_mode`).
         eval_label_mode: interpolation of the last label resize (``nearest-exact`` or ``nearest``).
         background_merge: run the many-to-one background merge on datasets with a background class.
-        pamr_after_merge: run PAMR (when the segmenter's config enables it) after the merge, at the evaluation
-            size, on the image downsampled from the input size (DiffCut).
+        refinement: PAMR settings for methods that do not refine themselves, when an evaluation asks for
+            refinement (a self-refining method follows its own ``pamr*`` settings). Refinement runs at the
+            evaluation size, after the background merge.
     """
 
     name: str
@@ -48,7 +54,7 @@ class Protocol:
     label_steps: tuple[str, ...] = ("eval",)
     eval_label_mode: str = "nearest-exact"
     background_merge: bool = True
-    pamr_after_merge: bool = True
+    refinement: Refinement = Refinement()
 
     def __post_init__(self) -> None:
         if self.crop_margin < 0:
@@ -65,7 +71,7 @@ class Protocol:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "refinement": self.refinement.to_dict()}
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -80,12 +86,37 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+OPEN_VOCABULARY = "open-vocabulary"
+OPEN_VOCABULARY_REFINEMENT = Refinement(iterations=15, dilations=(1, 2, 4, 8, 12, 24, 32, 64))
+"""PAMR of the official open-vocabulary evaluation (``eval_diffcut_openvoc.py``)."""
+
+
 def get_protocol(name: str) -> Protocol:
     """The protocol named ``name`` (``diffseg`` or ``diffcut``)."""
     try:
         return PROTOCOLS[name]
     except KeyError:
         raise ConfigError(f"`protocol` must be one of {', '.join(PROTOCOLS)}, got {name!r}") from None
+
+
+def method_protocol(method: str) -> Protocol:
+    """The unsupervised protocol of a registered method (``MethodSpec.protocol``)."""
+    from zeroseg.registry import get_method
+
+    return get_protocol(get_method(method).protocol)
+
+
+def open_vocabulary_protocol(method: str) -> Protocol:
+    """The open-vocabulary protocol for ``method``: its own crop and input size, segments at the input side."""
+    return Protocol(
+        name=OPEN_VOCABULARY,
+        crop_margin=method_protocol(method).crop_margin,
+        eval_divisor=1,
+        label_steps=("eval",),
+        eval_label_mode="nearest-exact",
+        background_merge=False,
+        refinement=OPEN_VOCABULARY_REFINEMENT,
+    )
 
 
 def center_crop_square(array: np.ndarray, margin: int = 0) -> np.ndarray:
@@ -142,8 +173,7 @@ class Preset:
         dataset_options: options of the dataset loader (e.g. the official label quirks).
         open_vocabulary: for ``protocol="open-vocabulary"``, the
             :class:`~zeroseg.eval.open_vocabulary.OpenVocabularyOptions` fields it sets.
-        reported: the published numbers (percent), for comparison in reports.
-        source: where the setting and numbers come from.
+        source: where the setting and the published numbers come from.
     """
 
     method: str
@@ -151,12 +181,13 @@ class Preset:
     protocol: str
     settings: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    reported: dict[str, float] = field(default_factory=dict)
     source: str = ""
     open_vocabulary: dict[str, Any] | None = None
 
 
-_DIFFCUT_PAMR = {"tau": 0.5, "alpha": 10, "pamr": True, "pamr_iters": 10, "pamr_dilations": (1, 2, 4, 8)}
+_EXACT = {"exact_reference": True}
+"""Method setting of every paper preset: the official code's numerics, which produced the published numbers."""
+_DIFFCUT_PAMR = {"tau": 0.5, "alpha": 10, "pamr": True, "pamr_iters": 10, "pamr_dilations": (1, 2, 4, 8), **_EXACT}
 _DIFFCUT_TABLE = {
     # dataset: (dataset options, mIoU with PAMR (Tab. 1), mIoU without PAMR (Tab. 2/5))
     "voc": ({"exact_reference": True}, 65.2, 62.0),
@@ -172,9 +203,6 @@ _OPEN_VOCABULARY_TABLE = {
     "context": ({}, 24.6),
     "coco-object": ({}, 36.0),
 }
-_OPEN_VOCABULARY_SETTINGS = {
-    "tau": 0.5, "alpha": 10, "pamr": True, "pamr_iters": 15, "pamr_dilations": (1, 2, 4, 8, 12, 24, 32, 64),
-}  # fmt: skip
 _SHORT = {"coco-stuff-27": "coco", "cityscapes-27": "cityscapes", "coco-object": "coco-object"}
 
 
@@ -184,17 +212,16 @@ def _build_presets() -> dict[str, Preset]:
             method="diffseg",
             dataset="coco-stuff-27",
             protocol="diffseg",
-            settings={"kl_threshold": 1.1, "refine": False},
-            reported={"miou": 43.6, "pixel_accuracy": 72.5},
-            source="DiffSeg paper Tab. 1; benchmarks.ipynb (tau 1.1, no refine, 512)",
+            settings={"kl_threshold": 1.1, "refine": False, **_EXACT},
+            source="DiffSeg paper Tab. 1 (mIoU 43.6, pixel accuracy 72.5); benchmarks.ipynb (tau 1.1, no refine, 512)",
         ),
         "diffseg-cityscapes": Preset(
             method="diffseg",
             dataset="cityscapes-27",
             protocol="diffseg",
-            settings={"kl_threshold": 0.9, "refine": False},
-            reported={"miou": 21.2, "pixel_accuracy": 76.0},
-            source="DiffSeg paper Tab. 1; benchmarks.ipynb comment (tau 0.9; the logged run used 1.1)",
+            settings={"kl_threshold": 0.9, "refine": False, **_EXACT},
+            source="DiffSeg paper Tab. 1 (mIoU 21.2, pixel accuracy 76.0); benchmarks.ipynb comment (tau 0.9; the "
+            "logged run used 1.1)",
         ),
     }
     for dataset, (options, with_pamr, without_pamr) in _DIFFCUT_TABLE.items():
@@ -205,8 +232,7 @@ def _build_presets() -> dict[str, Preset]:
             protocol="diffcut",
             settings=dict(_DIFFCUT_PAMR),
             dataset_options=dict(options),
-            reported={"miou": with_pamr},
-            source="DiffCut paper Tab. 1 (SSD-1B, tau 0.5, alpha 10, + PAMR)",
+            source=f"DiffCut paper Tab. 1 (mIoU {with_pamr}; SSD-1B, tau 0.5, alpha 10, + PAMR)",
         )
         presets[f"diffcut-{short}-nopamr"] = Preset(
             method="diffcut",
@@ -214,19 +240,18 @@ def _build_presets() -> dict[str, Preset]:
             protocol="diffcut",
             settings={**_DIFFCUT_PAMR, "pamr": False},
             dataset_options=dict(options),
-            reported={"miou": without_pamr},
-            source="DiffCut paper Tab. 2/5 (SSD-1B, tau 0.5, alpha 10, without PAMR)",
+            source=f"DiffCut paper Tab. 2/5 (mIoU {without_pamr}; SSD-1B, tau 0.5, alpha 10, without PAMR)",
         )
     for dataset, (options, reported) in _OPEN_VOCABULARY_TABLE.items():
         presets[f"diffcut-{dataset}-openvocab"] = Preset(
             method="diffcut",
             dataset=dataset,
-            protocol="open-vocabulary",
-            settings=dict(_OPEN_VOCABULARY_SETTINGS),
+            protocol=OPEN_VOCABULARY,
+            settings={"tau": 0.5, "alpha": 10, **_EXACT},
             dataset_options=dict(options),
-            reported={"miou": reported},
-            source="DiffCut paper Tab. 4; eval_diffcut_openvoc.py (SSD-1B, tau 0.5, alpha 10, segments at 1024, "
-            "PAMR 15 iterations, CLIP convnext_large_d_320 without mean/std normalisation, per-image mIoU)",
+            source=f"DiffCut paper Tab. 4 (per-image mIoU {reported}); eval_diffcut_openvoc.py (SSD-1B, tau 0.5, "
+            "alpha 10, segments at 1024, PAMR 15 iterations, CLIP convnext_large_d_320 without mean/std "
+            "normalisation)",
             open_vocabulary={"exact_reference": True},
         )
     return presets

@@ -57,6 +57,8 @@ class EvaluationReport:
         preset: preset name, if any.
         run_id: hash of every setting of the run (names its resumable results log).
         timing: seconds, images per second, capture vs clustering time.
+        resumed: when the run reused an earlier identical run's results: the results log (``log``) and how many
+            images it reused (``images`` of ``of``).
         version: zeroseg version.
         created: UTC timestamp.
     """
@@ -77,6 +79,7 @@ class EvaluationReport:
     preset: str | None = None
     run_id: str = ""
     timing: dict[str, Any] = field(default_factory=dict)
+    resumed: dict[str, Any] | None = None
     version: str = __version__
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
@@ -93,6 +96,15 @@ class EvaluationReport:
             f"{self.dataset.get('dataset', '?')} ({self.dataset.get('split', '?')}), {name}: "
             f"mIoU {_percent(self.miou)}, pixel accuracy {_percent(self.pixel_accuracy)} "
             f"over {self.num_images} images"
+        )
+
+    def resume_line(self) -> str | None:
+        """One line saying that the run resumed, from where and how many images it reused (``None`` if not)."""
+        if not self.resumed:
+            return None
+        return (
+            f"Resumed run {self.run_id} from {self.resumed['log']}: reused {self.resumed['images']} of "
+            f"{self.resumed['of']} images (--restart recomputes them)"
         )
 
     def csv_row(self) -> dict[str, Any]:
@@ -138,6 +150,31 @@ class EvaluationReport:
             lines += ["", "| class | IoU (%) |", "|---|---|"]
             lines += [f"| {name} | {_percent(v)} |" for name, v in self.per_class_iou.items()]
         return "\n".join(lines) + "\n"
+
+
+REPORT_HEADER = (
+    "method", "preset", "dataset", "settings", "capture", "protocol", "baseline", "matching", "open_vocabulary",
+    "run_id",
+)  # fmt: skip
+"""The report fields that describe a run (as opposed to its scores and timing)."""
+
+
+def build_report(
+    header: dict[str, Any],
+    summary: dict[str, Any],
+    timing: dict[str, Any],
+    resumed: dict[str, Any] | None = None,
+) -> EvaluationReport:
+    """The report of a run (or of merged shards) from its header, its scorer's summary and its timing.
+
+    Args:
+        header: the :data:`REPORT_HEADER` fields (missing ones keep their defaults).
+        summary: ``miou``, ``pixel_accuracy``, ``per_class_iou``, ``num_images`` (and ``annotators``).
+        timing: the ``timing`` section.
+        resumed: the ``resumed`` section, if the run reused earlier results.
+    """
+    described = {key: header[key] for key in REPORT_HEADER if key in header}
+    return EvaluationReport(**summary, **described, timing=timing, resumed=resumed)
 
 
 def write_report(report: EvaluationReport, path: str | Path) -> list[Path]:

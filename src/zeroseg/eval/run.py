@@ -1,23 +1,18 @@
-"""Evaluation runs: score a segmenter on a dataset under a protocol, resumably, and sweep settings.
+"""Unsupervised evaluation (DiffSeg and DiffCut tables): clusters scored by Hungarian matching, and sweeps.
 
-One run = for each image: crop/resize (protocol) -> capture (UNet pass, from the feature cache when
-possible) -> clustering with the segmenter's current settings (or a baseline) -> background merge ->
-PAMR -> matching. Each image's counts are appended to a JSON-lines log as it completes, so a run killed half
-way resumes where it stopped and ends with the same totals.
+Per image: crop/resize (protocol) -> capture (from the feature cache when possible) -> clustering with the
+segmenter's current settings (or a baseline) -> background merge -> refinement (PAMR, when the method's
+settings ask for it; applied by the runner) -> matching. The loop itself (resume, shards, batches, timing) is
+:func:`zeroseg.eval.runner.run`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-from typing import Protocol as TypingProtocol
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,135 +20,26 @@ import torch
 from zeroseg.errors import ConfigError
 from zeroseg.eval.background import merge_background
 from zeroseg.eval.baselines import Baseline
-from zeroseg.eval.cache import FeatureCache, hash_key, write_atomic
 from zeroseg.eval.datasets.base import IGNORE, Sample, SegmentationDataset
 from zeroseg.eval.matching import DatasetMatcher, confusion_matrix, counts_from_matching, match_clusters
-from zeroseg.eval.metrics import IoUAccumulator, image_scores, nanmean
-from zeroseg.eval.protocols import Protocol, get_protocol, prepare_image, prepare_labels, resize_image
+from zeroseg.eval.metrics import IoUAccumulator, as_counts, image_scores, nanmean
+from zeroseg.eval.protocols import Protocol, get_protocol, method_protocol, prepare_image, prepare_labels, resize_image
 from zeroseg.eval.report import EvaluationReport
+from zeroseg.eval.runner import RunningMean, RunTiming, Scored, Scorer, run
+from zeroseg.refine.stage import Refinement, method_refinement
+from zeroseg.registry import get_method
+
+if TYPE_CHECKING:
+    from zeroseg.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
 MATCHINGS = ("per-image", "dataset")
-ProgressCallback = Callable[[int, int, float], None]
-"""Called after each image with (images done, images in the run, running mIoU)."""
 
 
-class Segmenter(TypingProtocol):
-    """What the evaluation needs from a segmenter (``zeroseg.create_segmenter`` returns one)."""
-
-    method: str
-    config: Any
-    image_size: int
-
-    def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]: ...
-
-    def capture_key(self) -> dict[str, Any]: ...
-
-    def segment_capture(
-        self,
-        capture: dict[str, torch.Tensor],
-        *,
-        output_size: tuple[int, int],
-        image: torch.Tensor | None = None,
-    ) -> torch.Tensor: ...
-
-    def with_config(self, **overrides: Any) -> Segmenter: ...
-
-
-class ResultsLog:
-    """Per-image results of one run, as JSON lines under ``folder/<run hash>[.rank<r>].jsonl``.
-
-    Every file of the run hash is read back (so ranks of a multi-device run share their progress); each
-    process appends only to its own file. A line cut short by a kill is skipped.
-    """
-
-    def __init__(self, folder: Path, run_hash: str, *, rank: int | None = None) -> None:
-        self.folder = Path(folder)
-        self.run_hash = run_hash
-        suffix = "" if rank is None else f".rank{rank}"
-        self.path = self.folder / f"{run_hash}{suffix}.jsonl"
-
-    def clear(self) -> None:
-        """Forget this process's earlier results (a restarted run)."""
-        self.path.unlink(missing_ok=True)
-
-    def read(self, *, own_only: bool = False) -> dict[str, dict[str, Any]]:
-        """Records of completed images, by image id (of every rank, or of this process's file only)."""
-        records: dict[str, dict[str, Any]] = {}
-        paths = [self.path] if own_only else sorted(self.folder.glob(f"{self.run_hash}*.jsonl"))
-        for path in paths:
-            if not path.is_file():
-                continue
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and "id" in record:
-                    records[record["id"]] = record
-        return records
-
-    def append(self, record: dict[str, Any]) -> None:
-        """Append one record and flush it to disk."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        prefix = ""
-        if self.path.is_file() and self.path.stat().st_size > 0:
-            with self.path.open("rb") as handle:
-                handle.seek(-1, 2)
-                prefix = "" if handle.read(1) == b"\n" else "\n"
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(prefix + json.dumps(record) + "\n")
-            handle.flush()
-
-
-@dataclass
-class RunTiming:
-    """Seconds spent and images handled by one run (the report's ``timing``)."""
-
-    capture_s: float = 0.0
-    cluster_s: float = 0.0
-    captured: int = 0
-    cached: int = 0
-    clustered: int = 0
-
-
-def method_settings(segmenter: Segmenter) -> dict[str, Any]:
-    """The segmenter's method settings as a JSON-ready dict."""
-    config = segmenter.config
-    return dict(config.to_dict()) if hasattr(config, "to_dict") else {}
-
-
-def capture_cache_key(segmenter: Segmenter, protocol: Protocol, dataset: SegmentationDataset) -> dict[str, Any]:
-    """Everything that determines a stored capture: the segmenter's capture key, the crop and the dataset."""
-    input_side, _ = protocol.sizes(segmenter.image_size)
-    return {
-        "capture": segmenter.capture_key(),
-        "crop_margin": protocol.crop_margin,
-        "input_size": input_side,
-        "dataset": dataset.name,
-        "root": str(dataset.root.resolve()),
-        "split": dataset.split,
-    }
-
-
-def run_settings(
-    segmenter: Segmenter,
-    dataset: SegmentationDataset,
-    protocol: Protocol,
-    baseline: Baseline | None,
-    matching: str,
-) -> dict[str, Any]:
-    """Everything that determines the scores of a run (its hash names the results log)."""
-    return {
-        "capture": capture_cache_key(segmenter, protocol, dataset),
-        "method": segmenter.method,
-        "config": method_settings(segmenter),
-        "dataset": dataset.settings(),
-        "protocol": protocol.to_dict(),
-        "baseline": baseline.to_dict() if baseline else None,
-        "matching": matching,
-    }
+def refinement_of(segmenter: Segmenter) -> Refinement | None:
+    """The refinement evaluation applies to ``segmenter``'s labels: its own settings if it refines itself."""
+    return method_refinement(segmenter.config) if get_method(segmenter.method).refines_itself else None
 
 
 def _num_classes(dataset: SegmentationDataset, gt: np.ndarray) -> int:
@@ -162,33 +48,12 @@ def _num_classes(dataset: SegmentationDataset, gt: np.ndarray) -> int:
     return max(1, int(gt.max()) + 1)  # per-image regions (BSDS500)
 
 
-def _png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    if array.max(initial=0) > 255:
-        img = Image.fromarray(array.astype(np.uint16))
-    else:
-        img = Image.fromarray(array.astype(np.uint8))
-    write_atomic(path, lambda handle: img.save(handle, format="PNG"))
-
-
-def save_prediction_pngs(folder: Path, sample: Sample, pred: np.ndarray, gts: list[np.ndarray]) -> None:
-    """Write ``<id>.png`` (the prediction) and ``<id>_gt.png`` (``_gt_<i>`` per annotator; ignore = 255)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    _png(pred, folder / f"{sample.id}.png")
-    for index, gt in enumerate(gts):
-        name = f"{sample.id}_gt.png" if len(gts) == 1 else f"{sample.id}_gt_{index}.png"
-        ignore = 255 if gt.max(initial=0) < 255 else 65535
-        _png(np.where(gt == IGNORE, ignore, gt), folder / name)
-
-
 def _counts_record(counts: Any) -> dict[str, Any]:
-    return {
-        "tp": counts.tp.tolist(),
-        "fp": counts.fp.tolist(),
-        "fn": counts.fn.tolist(),
-        "valid": int(counts.valid),
-    }
+    return {"tp": counts.tp.tolist(), "fp": counts.fp.tolist(), "fn": counts.fn.tolist(), "valid": int(counts.valid)}
+
+
+def _as_counts(entry: dict[str, Any]) -> Any:
+    return as_counts(entry["tp"], entry["fp"], entry["fn"], entry["valid"])
 
 
 def score_image(pred: np.ndarray, gts: list[np.ndarray], dataset: SegmentationDataset, matching: str) -> dict[str, Any]:
@@ -196,8 +61,7 @@ def score_image(pred: np.ndarray, gts: list[np.ndarray], dataset: SegmentationDa
     annotations = []
     hist_record = None
     for gt in gts:
-        num_classes = _num_classes(dataset, gt)
-        hist = confusion_matrix(gt, pred, num_classes)
+        hist = confusion_matrix(gt, pred, _num_classes(dataset, gt))
         annotations.append(_counts_record(counts_from_matching(hist, match_clusters(hist))))
         if matching == "dataset" and hist_record is None:
             rows, cols = np.nonzero(hist)
@@ -256,56 +120,99 @@ def summarize(records: Iterable[dict[str, Any]], dataset: SegmentationDataset, m
     }
 
 
-def _as_counts(entry: dict[str, Any]) -> Any:
-    from zeroseg.eval.metrics import as_counts
+class _RunningAccumulator:
+    """Running dataset mIoU of per-image matched counts (the first annotation of each record)."""
 
-    return as_counts(entry["tp"], entry["fp"], entry["fn"], entry["valid"])
+    def __init__(self, num_classes: int) -> None:
+        self.accumulator = IoUAccumulator(num_classes)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.accumulator.add(_as_counts(record["counts"][0]))
+
+    @property
+    def miou(self) -> float:
+        return self.accumulator.miou
 
 
-def _running_miou(accumulator: IoUAccumulator | None, values: list[float]) -> float:
-    if accumulator is not None:
-        return accumulator.miou
-    return nanmean(np.array(values)) if values else math.nan
-
-
-def load_captures(
-    segmenter: Segmenter,
-    batch: Sequence[Sample],
-    images: Sequence[torch.Tensor],
-    *,
-    cache: FeatureCache | None,
-    cache_key: dict[str, Any],
-    timing: RunTiming,
-) -> list[dict[str, torch.Tensor]]:
-    """The UNet captures of a batch: from the cache when stored, else one backbone pass over the missing ones.
+class MatchingScorer(Scorer):
+    """Clusters matched to classes by the Hungarian algorithm (per image, or once over the dataset).
 
     Args:
-        segmenter: the segmenter whose backbone runs.
-        batch: the batch's samples.
-        images: their ``(3, S, S)`` prepared images, same order.
-        cache: the feature cache (``None``: capture every image).
-        cache_key: the run's capture key (:func:`capture_cache_key`).
-        timing: counters updated with capture time and cache hits.
-
-    Returns:
-        One capture per sample, in order.
+        segmenter: the segmenter whose clustering (or whose capture, for a baseline) is scored.
+        dataset: the dataset scored.
+        protocol: crop, sizes, background merge and refinement defaults.
+        baseline: score this baseline on the method's capture instead of the method's clustering.
+        matching: ``per-image`` (DiffSeg/DiffCut protocol) or ``dataset`` (PiCIE/STEGO).
     """
-    captures: list[dict[str, torch.Tensor] | None] = [
-        cache.get(cache_key, s.id, source=s.image_path) if cache is not None else None for s in batch
-    ]
-    missing = [i for i, c in enumerate(captures) if c is None]
-    if missing:
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            fresh = segmenter.capture(torch.stack([images[i] for i in missing]))
-        timing.capture_s += time.perf_counter() - t0
-        timing.captured += len(missing)
-        for i, capture in zip(missing, fresh, strict=True):
-            captures[i] = capture
-            if cache is not None:
-                cache.put(cache_key, batch[i].id, capture, source=batch[i].image_path)
-    timing.cached += len(batch) - len(missing)
-    return [c for c in captures if c is not None]
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        dataset: SegmentationDataset,
+        protocol: Protocol,
+        *,
+        baseline: Baseline | None = None,
+        matching: str = "per-image",
+    ) -> None:
+        if matching not in MATCHINGS:
+            raise ConfigError(f"`matching` must be one of {', '.join(MATCHINGS)}, got {matching!r}")
+        self.segmenter = segmenter
+        self.dataset = dataset
+        self.protocol = protocol
+        self.baseline = baseline
+        self.matching = matching
+        self.input_side, self.eval_side = protocol.sizes(segmenter.image_size)
+        self.refinement = refinement_of(segmenter)
+
+    def check(self, dataset: SegmentationDataset) -> None:
+        if self.matching == "dataset" and dataset.multi_annotator:
+            raise ConfigError(f"`matching`='dataset' needs fixed classes; {dataset.display_name} has per-image regions")
+
+    def run_settings(self) -> dict[str, Any]:
+        return {"baseline": self.baseline.to_dict() if self.baseline else None, "matching": self.matching}
+
+    def report_fields(self) -> dict[str, Any]:
+        return {"protocol": self.protocol.to_dict(), **self.run_settings()}
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        prepared = prepare_image(image, self.protocol, self.input_side)
+        return prepared, resize_image(prepared, self.eval_side)
+
+    def segment(self, sample: Sample, capture: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[np.ndarray]]:
+        gts = [
+            prepare_labels(gt, self.protocol, self.input_side, self.eval_side)
+            for gt in self.dataset.load_labels(sample)
+        ]
+        return torch.from_numpy(self.cluster(capture, gts[0])), gts
+
+    def score(self, labels: torch.Tensor, image: torch.Tensor, targets: Any, timing: RunTiming) -> Scored:
+        pred = labels.cpu().numpy().astype(np.int64)
+        return Scored(score_image(pred, targets, self.dataset, self.matching), pred, targets)
+
+    def cluster(self, capture: dict[str, torch.Tensor], gt: np.ndarray) -> np.ndarray:
+        """Cluster one capture at the evaluation size (the method, or a baseline) and merge the background."""
+        size = (self.eval_side, self.eval_side)
+        if self.baseline is not None:
+            valid = gt[gt != IGNORE]
+            labels = self.baseline.predict(capture, output_size=size, num_gt_classes=int(np.unique(valid).size))
+        else:
+            labels = self.segmenter.segment_capture(capture, output_size=size)
+        pred = labels.cpu().numpy().astype(np.int64)
+        if pred.shape != size:
+            raise ConfigError(f"the segmenter returned labels of shape {pred.shape}, expected {size}")
+        dataset = self.dataset
+        if self.protocol.background_merge and dataset.background_class is not None:
+            background = dataset.background_class
+            pred = merge_background(pred, gt, num_classes=dataset.num_classes or 1, background_class=background)
+        return pred
+
+    def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return summarize(records, self.dataset, self.matching)
+
+    def running(self) -> Any:
+        if self.dataset.multi_annotator or self.matching == "dataset":
+            return RunningMean(lambda record: image_scores(_as_counts(record["counts"][0]))[0])
+        return _RunningAccumulator(self.dataset.num_classes or 1)
 
 
 def evaluate(
@@ -315,173 +222,32 @@ def evaluate(
     protocol: Protocol | str | None = None,
     baseline: Baseline | None = None,
     matching: str = "per-image",
-    cache: FeatureCache | None = None,
-    results_dir: Path | None = None,
-    save_predictions: Path | None = None,
-    limit: int | None = None,
-    batch_size: int = 1,
-    progress: ProgressCallback | None = None,
-    shard: tuple[int, int] | None = None,
-    preset: str | None = None,
-    collect: list[dict[str, Any]] | None = None,
-    restart: bool = False,
+    **options: Any,
 ) -> EvaluationReport:
-    """Score ``segmenter`` on ``dataset``.
+    """Score ``segmenter`` on ``dataset`` by Hungarian matching.
 
     Args:
         segmenter: a segmenter (``zeroseg.create_segmenter``), with its method settings already set.
         dataset: an opened dataset (:func:`zeroseg.eval.datasets.create_dataset`).
-        protocol: protocol or its name; ``None`` = the protocol of ``segmenter.method``.
+        protocol: protocol or its name; ``None`` = the protocol of the segmenter's method (registry).
         baseline: score a baseline on the method's capture instead of the method's clustering.
         matching: ``per-image`` (DiffSeg/DiffCut protocol) or ``dataset`` (PiCIE/STEGO).
-        cache: feature cache for the UNet captures; ``None`` computes every capture.
-        results_dir: folder of the resumable per-image results logs; ``None`` keeps results in memory only.
-        save_predictions: folder receiving ``<id>.png`` (prediction at the evaluation size, before matching)
-            and ``<id>_gt.png`` (ground truth as scored, ignore = 255).
-        limit: evaluate only the first ``limit`` images.
-        batch_size: images per UNet pass.
-        progress: called after each image with (done, total, running mIoU).
-        shard: ``(rank, world)`` evaluates images ``rank, rank + world, ...`` only (one process per device).
-        preset: preset name recorded in the report.
-        collect: if given, receives the per-image records (done before and now) of the selected images.
-        restart: ignore and overwrite the results of an earlier identical run instead of resuming it.
+        **options: the run options of :func:`zeroseg.eval.runner.run` (cache, results_dir, save_predictions,
+            limit, batch_size, progress, shard, preset, restart); ``save_predictions`` receives ``<id>.png``
+            (prediction at the evaluation size, before matching) and ``<id>_gt.png`` (ground truth as scored).
 
     Returns:
         The :class:`EvaluationReport` of all images done so far for this run (all of them unless sharded).
 
     Raises:
-        ConfigError: for an unknown matching or protocol, or a baseline/method mismatch.
+        ConfigError: for an unknown matching or protocol, or a bad run option.
     """
-    if matching not in MATCHINGS:
-        raise ConfigError(f"`matching` must be one of {', '.join(MATCHINGS)}, got {matching!r}")
-    if matching == "dataset" and dataset.multi_annotator:
-        raise ConfigError(f"`matching`='dataset' needs fixed classes; {dataset.display_name} has per-image regions")
-    if batch_size < 1:
-        raise ConfigError(f"`batch_size` must be >= 1, got {batch_size}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"`limit` must be >= 1, got {limit}")
-    protocol = get_protocol(segmenter.method) if protocol is None else protocol
-    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    input_side, eval_side = protocol.sizes(segmenter.image_size)
-    settings = run_settings(segmenter, dataset, protocol, baseline, matching)
-    run_hash = hash_key(settings)[:24]
-    log = None
-    if results_dir is not None:
-        log = ResultsLog(results_dir, run_hash, rank=None if shard is None else shard[0])
-    if log is not None and restart:
-        log.clear()
-    done = log.read(own_only=restart) if log is not None else {}
-    samples = list(dataset)[:limit] if limit else list(dataset)
-    selected = samples if shard is None else samples[shard[0] :: shard[1]]
-    pending = [s for s in selected if s.id not in done]
-    if done:
-        logger.info(
-            "resuming run %s: %d of %d images already done",
-            run_hash,
-            len(selected) - len(pending),
-            len(selected),
-        )
-    records = {s.id: done[s.id] for s in selected if s.id in done}
-    running = None if dataset.multi_annotator or matching == "dataset" else IoUAccumulator(dataset.num_classes or 1)
-    running_values: list[float] = []
-    for record in records.values():
-        if running is not None:
-            running.add(_as_counts(record["counts"][0]))
-    cache_key = settings["capture"]
-    config = segmenter.config
-    use_pamr = bool(getattr(config, "pamr", False))
-    timing = RunTiming()
-    start = time.perf_counter()
-    for batch_start in range(0, len(pending), batch_size):
-        batch = pending[batch_start : batch_start + batch_size]
-        images = [prepare_image(dataset.load_image(s), protocol, input_side) for s in batch]
-        captures = load_captures(segmenter, batch, images, cache=cache, cache_key=cache_key, timing=timing)
-        for sample, image, capture in zip(batch, images, captures, strict=True):
-            t0 = time.perf_counter()
-            gts = [prepare_labels(gt, protocol, input_side, eval_side) for gt in dataset.load_labels(sample)]
-            pred = _predict(segmenter, capture, image, gts, dataset, protocol, baseline, eval_side, use_pamr)
-            record = {"id": sample.id, "run": run_hash, **score_image(pred, gts, dataset, matching)}
-            timing.cluster_s += time.perf_counter() - t0
-            timing.clustered += 1
-            records[sample.id] = record
-            if log is not None:
-                log.append(record)
-            if save_predictions is not None:
-                save_prediction_pngs(Path(save_predictions), sample, pred, gts)
-            if running is not None:
-                running.add(_as_counts(record["counts"][0]))
-            else:
-                running_values.append(image_scores(_as_counts(record["counts"][0]))[0])
-            if progress is not None:
-                progress(len(records), len(selected), _running_miou(running, running_values))
-    elapsed = time.perf_counter() - start
-    ordered = [records[s.id] for s in selected if s.id in records]
-    if collect is not None:
-        collect.extend(ordered)
-    summary = summarize(ordered, dataset, matching)
-    return EvaluationReport(
-        **summary,
-        method=segmenter.method,
-        preset=preset,
-        dataset=dataset.settings(),
-        settings=method_settings(segmenter),
-        capture=cache_key["capture"],
-        protocol=protocol.to_dict(),
-        baseline=baseline.to_dict() if baseline else None,
-        matching=matching,
-        run_id=run_hash,
-        timing={
-            "seconds": elapsed,
-            "images_per_second": timing.clustered / elapsed if elapsed > 0 else math.nan,
-            "capture_seconds": timing.capture_s,
-            "cluster_seconds": timing.cluster_s,
-            "images_captured": timing.captured,
-            "images_from_cache": timing.cached,
-            "images_resumed": len(selected) - len(pending),
-        },
-    )
-
-
-def _predict(
-    segmenter: Segmenter,
-    capture: dict[str, torch.Tensor],
-    image: torch.Tensor,
-    gts: list[np.ndarray],
-    dataset: SegmentationDataset,
-    protocol: Protocol,
-    baseline: Baseline | None,
-    eval_side: int,
-    use_pamr: bool,
-) -> np.ndarray:
-    """Cluster one capture at the evaluation size, merge the background, refine with PAMR."""
-    size = (eval_side, eval_side)
-    small_image = resize_image(image, eval_side)
-    pamr_later = use_pamr and protocol.pamr_after_merge
-    if baseline is not None:
-        valid = gts[0][gts[0] != IGNORE]
-        labels = baseline.predict(capture, output_size=size, num_gt_classes=int(np.unique(valid).size))
-    else:
-        pass_image = None if (pamr_later or not use_pamr) else small_image
-        labels = segmenter.segment_capture(capture, output_size=size, image=pass_image)
-    pred = labels.cpu().numpy().astype(np.int64)
-    if pred.shape != size:
-        raise ConfigError(f"the segmenter returned labels of shape {pred.shape}, expected {size}")
-    if protocol.background_merge and dataset.background_class is not None:
-        pred = merge_background(
-            pred, gts[0], num_classes=dataset.num_classes or 1, background_class=dataset.background_class
-        )
-    if pamr_later:
-        from zeroseg.refine.pamr import refine_labels
-
-        config = segmenter.config
-        refined = refine_labels(
-            torch.from_numpy(pred),
-            small_image,
-            num_iter=int(getattr(config, "pamr_iters", 10)),
-            dilations=tuple(getattr(config, "pamr_dilations", (1, 2, 4, 8))),
-        )
-        pred = refined.cpu().numpy().astype(np.int64)
-    return pred
+    if protocol is None:
+        protocol = method_protocol(segmenter.method)
+    elif isinstance(protocol, str):
+        protocol = get_protocol(protocol)
+    scorer = MatchingScorer(segmenter, dataset, protocol, baseline=baseline, matching=matching)
+    return run(segmenter, dataset, scorer, **options)
 
 
 def expand_grid(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -495,6 +261,17 @@ def expand_grid(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
 
 
+def sweep_steps(segmenter: Segmenter, steps: Sequence[dict[str, Any]]) -> Iterator[Segmenter]:
+    """One segmenter per step's settings, sharing the loaded backbone (every sweep runs its steps from here).
+
+    This is the place for a method that answers several values of a setting from one computation (DiffCut's
+    NCut tree cut at every ``tau``, :mod:`zeroseg.diffcut.tree`): today every step clusters afresh.
+    """
+    for settings in steps:
+        logger.info("sweep step %s", settings)
+        yield segmenter.with_config(**settings)
+
+
 def sweep(
     segmenter: Segmenter,
     dataset: SegmentationDataset,
@@ -506,8 +283,4 @@ def sweep(
     The first combination fills the feature cache, the others rerun only the clustering.
     Keyword options are those of :func:`evaluate`.
     """
-    reports = []
-    for combo in expand_grid(grid):
-        logger.info("sweep step %s", combo)
-        reports.append(evaluate(segmenter.with_config(**combo), dataset, **options))
-    return reports
+    return [evaluate(step, dataset, **options) for step in sweep_steps(segmenter, expand_grid(grid))]

@@ -7,13 +7,18 @@ differences normalised by the local colour spread. DiffCut runs it on one-hot la
 
 The official module builds every shifted copy at once with dilated convolutions ((K, 8 * |dilations|, H, W)
 per iteration). Here the masks live in one replicate-padded buffer, each neighbour is a strided view of it,
-and the weighted sum is accumulated with ``addcmul_`` band by band, so each band of the output stays in cache
-while its 8 * |dilations| neighbours are added.
+and the weighted sum is accumulated with ``addcmul_`` band by band. Every hot loop works on buffers allocated
+once per call: a fresh large temporary per operation is a fresh memory mapping whose pages fault in one by
+one, which dominates on VMs.
+
+Outputs larger than a working-resolution bound can be refined at a bounded size with the same aspect ratio
+(``refine_labels(max_pixels=...)``); the labels then come from the refined soft masks upsampled bilinearly.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +26,7 @@ import torch.nn.functional as F
 
 from zeroseg.errors import ConfigError
 from zeroseg.refine.relabel import relabel_sequential
+from zeroseg.refine.upsample import upsample_argmax
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +37,10 @@ BAND_ELEMENTS = 1 << 18
 """Output elements (masks x rows x columns) accumulated per band during the iterations (1 MB float32)."""
 
 AFFINITY_BAND_PIXELS = 1 << 15
-"""Pixels per band while computing the neighbour weights (bounds the (P, rows, W) temporaries)."""
+"""Pixels per band while computing the neighbour weights (bounds the (P, rows, W) workspaces)."""
+
+MEDIAN_BAND_PIXELS = 1 << 16
+"""Pixels per band of the 3x3 median filter (ten int16 band buffers stay in cache)."""
 
 
 def _check_dilations(dilations: Sequence[int]) -> tuple[int, ...]:
@@ -70,12 +79,24 @@ def _fill_border(buffer: torch.Tensor, pad: int) -> None:
     buffer[:, :, pad + width :] = buffer[:, :, pad + width - 1 : pad + width]
 
 
+def _flat_workspace(numel: int) -> torch.Tensor:
+    """A float32 buffer allocated once per call; ``view_first`` takes contiguous views of any smaller size."""
+    return torch.empty(numel, dtype=torch.float32)
+
+
+def _view_first(buffer: torch.Tensor, *shape: int) -> torch.Tensor:
+    return buffer[: math.prod(shape)].view(*shape)
+
+
 def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
     """Neighbour weights of PAMR: a softmax over the 8 * |dilations| neighbours of every pixel.
 
     Per colour channel c, sigma_c is the unbiased standard deviation of the 9 * |dilations| samples of the
     dilated 3x3 windows (the centre counted once per dilation), taken with replicate padding. The logit of
     neighbour p is ``-|I_c - I_p,c| / (1e-8 + 0.1 * sigma_c)`` averaged over the 3 channels.
+
+    The work runs in row bands on workspaces allocated once, with in-place and ``out=`` operations only:
+    a fresh large temporary per operation would be a fresh memory mapping whose pages fault in one by one.
 
     Args:
         image: (3, H, W) float image in [0, 1] (un-normalised, as in the official code).
@@ -92,31 +113,59 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     height, width = image.shape[1:]
     padded = _replicate_pad(image.to(torch.float32), pad)
     num_samples = 9 * len(dils)
-    weights = torch.empty(len(offsets), height, width, dtype=torch.float32)
-    band = max(1, AFFINITY_BAND_PIXELS // width)
+    taps = len(offsets)
+    weights = torch.empty(taps, height, width, dtype=torch.float32)
+    band = min(height, max(1, AFFINITY_BAND_PIXELS // width))
+    channel_space = [_flat_workspace(3 * band * width) for _ in range(3)]
+    logit_space = [_flat_workspace(taps * band * width) for _ in range(2)]
     for start in range(0, height, band):
         stop = min(height, start + band)
+        rows = stop - start
 
         def view(dy: int, dx: int, start: int = start, stop: int = stop) -> torch.Tensor:
             return padded[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
 
+        total, spread, diff = (_view_first(space, 3, rows, width) for space in channel_space)
+        logits, soft = (_view_first(space, taps, rows, width) for space in logit_space)
         centre = view(0, 0)
-        total = centre * len(dils)
+        torch.mul(centre, len(dils), out=total)
         for dy, dx in offsets:
-            total += view(dy, dx)
-        mean = total / num_samples
-        spread = (centre - mean).square_().mul_(len(dils))
+            total.add_(view(dy, dx))
+        mean = total.div_(num_samples)
+        torch.sub(centre, mean, out=spread).square_().mul_(len(dils))
         for dy, dx in offsets:
-            spread += (view(dy, dx) - mean).square_()
-        sigma = spread.div_(num_samples - 1).sqrt_()
-        denom = sigma.mul_(0.1).add_(1e-8)
-        logits = weights[:, start:stop]
+            spread.add_(torch.sub(view(dy, dx), mean, out=diff).square_())
+        denom = spread.div_(num_samples - 1).sqrt_().mul_(0.1).add_(1e-8)
         for index, (dy, dx) in enumerate(offsets):
-            diff = (centre - view(dy, dx)).abs_().div_(denom)
+            torch.sub(centre, view(dy, dx), out=diff).abs_().div_(denom)
             torch.sum(diff, dim=0, out=logits[index])
         logits.mul_(-1.0 / 3.0)
-        weights[:, start:stop] = torch.softmax(logits, dim=0)
+        torch.ops.aten._softmax.out(logits, 0, False, out=soft)
+        weights[:, start:stop].copy_(soft)
     return weights
+
+
+def _iterate_tensors(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], num_iter: int) -> torch.Tensor:
+    """PAMR iterations as tensor operations: a replicate-padded buffer, ``addcmul_`` band by band."""
+    offsets = _offsets(dils)
+    pad = max(dils)
+    num_masks, height, width = masks.shape
+    source = _replicate_pad(masks, pad)
+    target = torch.empty_like(source)
+    band = max(1, BAND_ELEMENTS // (num_masks * width))
+    for _ in range(int(num_iter)):
+        for start in range(0, height, band):
+            stop = min(height, start + band)
+            out = target[:, pad + start : pad + stop, pad : pad + width]
+            for index, (dy, dx) in enumerate(offsets):
+                shifted = source[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
+                if index == 0:
+                    torch.mul(shifted, weights[index, start:stop], out=out)
+                else:
+                    out.addcmul_(shifted, weights[index, start:stop])
+        _fill_border(target, pad)
+        source, target = target, source
+    return source[:, pad : pad + height, pad : pad + width].contiguous()
 
 
 def pamr(image: torch.Tensor, masks: torch.Tensor, *, num_iter: int, dilations: Sequence[int]) -> torch.Tensor:
@@ -148,31 +197,7 @@ def pamr(image: torch.Tensor, masks: torch.Tensor, *, num_iter: int, dilations: 
     if num_iter == 0 or masks.shape[0] == 0:
         return masks.clone()
     weights = local_affinity(image, dils)
-    offsets = _offsets(dils)
-    pad = max(dils)
-    num_masks, height, width = masks.shape
-    source = _replicate_pad(masks, pad)
-    target = torch.empty_like(source)
-    band = max(1, BAND_ELEMENTS // (num_masks * width))
-    for _ in range(int(num_iter)):
-        for start in range(0, height, band):
-            stop = min(height, start + band)
-            out = target[:, pad + start : pad + stop, pad : pad + width]
-            for index, (dy, dx) in enumerate(offsets):
-                shifted = source[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
-                if index == 0:
-                    torch.mul(shifted, weights[index, start:stop], out=out)
-                else:
-                    out.addcmul_(shifted, weights[index, start:stop])
-        _fill_border(target, pad)
-        source, target = target, source
-    return source[:, pad : pad + height, pad : pad + width].contiguous()
-
-
-def _sort_pair(values: list[torch.Tensor], i: int, j: int) -> None:
-    low = torch.minimum(values[i], values[j])
-    values[j] = torch.maximum(values[i], values[j])
-    values[i] = low
+    return _iterate_tensors(masks, weights, dils, int(num_iter))
 
 
 # Median-of-9 selection network (19 compare-exchanges; Paeth, Graphics Gems; "opt_med9").
@@ -198,12 +223,94 @@ def median_filter3(labels: torch.Tensor) -> torch.Tensor:
     if labels.dim() != 2:
         raise ConfigError(f"`labels` must be a 2-D (H, W) tensor, got shape {tuple(labels.shape)}")
     height, width = labels.shape
-    padded = F.pad(labels[None, None].to(torch.float32), (1, 1, 1, 1), mode="replicate")[0, 0]
-    padded = padded.to(labels.dtype) if labels.dtype.is_floating_point else padded.to(torch.int32)
-    values = [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
-    for i, j in _MEDIAN9_NETWORK:
-        _sort_pair(values, i, j)
-    return values[4].to(labels.dtype)
+    if labels.dtype.is_floating_point:
+        work_dtype = labels.dtype
+    else:
+        low, high = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
+        small = -(1 << 15) <= low and high < (1 << 15)
+        work_dtype = torch.int16 if small else torch.int32
+    # replicate padding, written into one buffer (torch pads only float tensors)
+    padded = torch.empty(height + 2, width + 2, dtype=work_dtype)
+    padded[1:-1, 1:-1] = labels
+    padded[0, 1:-1], padded[-1, 1:-1] = padded[1, 1:-1], padded[-2, 1:-1]
+    padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
+    out = torch.empty(height, width, dtype=labels.dtype)
+    band = min(height, max(1, MEDIAN_BAND_PIXELS // width))
+    values = [torch.empty(band * width, dtype=work_dtype) for _ in range(9)]
+    spare = torch.empty(band * width, dtype=work_dtype)
+    for start in range(0, height, band):
+        rows = min(height, start + band) - start
+        taps = [v[: rows * width].view(rows, width) for v in values]
+        for index, (dy, dx) in enumerate((dy, dx) for dy in range(3) for dx in range(3)):
+            taps[index].copy_(padded[start + dy : start + dy + rows, dx : dx + width])
+        free = spare[: rows * width].view(rows, width)
+        for i, j in _MEDIAN9_NETWORK:  # compare-exchange: taps[i] <- min, taps[j] <- max, buffers rotate
+            torch.minimum(taps[i], taps[j], out=free)
+            torch.maximum(taps[i], taps[j], out=taps[j])
+            taps[i], free = free, taps[i]
+        out[start : start + rows] = taps[4]
+    return out
+
+
+def working_size(size: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
+    """Largest size with the aspect ratio of ``size`` and at most ``max_pixels`` pixels (``size`` itself when
+    it is within the bound, or when ``max_pixels`` is 0 or None)."""
+    height, width = int(size[0]), int(size[1])
+    if not max_pixels or height * width <= max_pixels:
+        return height, width
+    scale = math.sqrt(max_pixels / (height * width))
+    work_h, work_w = max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+    while work_h * work_w > max_pixels:  # rounding guard
+        work_h, work_w = max(1, work_h - (work_h >= work_w)), max(1, work_w - (work_w > work_h))
+    return work_h, work_w
+
+
+def check_max_pixels(max_pixels: int | None, name: str = "max_pixels") -> int | None:
+    """Validate a working-resolution bound: None or an integer >= 0 (0 and None mean no bound)."""
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 0:
+        raise ConfigError(f"`{name}` must be None or an integer >= 0 (0 = no bound), got {max_pixels!r}")
+    return int(max_pixels)
+
+
+def refine_masks_to_labels(
+    masks: torch.Tensor,
+    image: torch.Tensor,
+    out_size: tuple[int, int],
+    *,
+    num_iter: int,
+    dilations: Sequence[int],
+) -> torch.Tensor:
+    """PAMR on ``masks`` at the image size, then labels at ``out_size`` and the 3x3 median filter.
+
+    When ``out_size`` is the image size the labels are the argmax of the refined masks (official code);
+    otherwise the refined soft masks are upsampled bilinearly to ``out_size`` and the argmax is taken there,
+    so the labels follow the refined mask boundaries at the output resolution (labels are never resized).
+
+    Args:
+        masks: (K, h, w) float masks at the image size.
+        image: (3, h, w) float image in [0, 1], the PAMR working image.
+        out_size: (H, W) of the labels.
+        num_iter / dilations: PAMR settings.
+
+    Returns:
+        (H, W) long labels, contiguous from 0.
+    """
+    refined = pamr(image, masks, num_iter=num_iter, dilations=dilations)
+    if tuple(out_size) == tuple(refined.shape[1:]):
+        labels = refined.argmax(0)
+    else:
+        labels = upsample_argmax(refined, out_size)
+    return relabel_sequential(median_filter3(labels))
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (``align_corners=False``) resize of a (3, H, W) image; antialiased when it shrinks both sides."""
+    if tuple(image.shape[1:]) == tuple(size):
+        return image
+    shrink = image.shape[1] > size[0] and image.shape[2] > size[1]
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=shrink)[0]
 
 
 def refine_labels(
@@ -212,6 +319,7 @@ def refine_labels(
     *,
     num_iter: int = 10,
     dilations: Sequence[int] = (1, 2, 4, 8),
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """Refine a label map with PAMR at the image resolution, then a 3x3 median filter.
 
@@ -219,11 +327,18 @@ def refine_labels(
     refined by :func:`pamr`, turned back into labels by argmax, median filtered and relabelled 0..K-1 (the
     official ``pamr`` / ``mask_refinement`` helpers).
 
+    With ``max_pixels`` set and an image larger than that, PAMR runs at a working size of at most
+    ``max_pixels`` pixels with the image's aspect ratio (the image resized there, antialiased), and the labels
+    at the image size come from the refined soft masks upsampled bilinearly (cost flat in the image size,
+    apart from the per-pixel output work).
+
     Args:
         labels: (h, w) integer labels.
         image: (3, H, W) float image in [0, 1]; sets the output size.
         num_iter: PAMR iterations (10, official unsupervised evaluation).
         dilations: PAMR dilations ((1, 2, 4, 8), official unsupervised evaluation).
+        max_pixels: bound on the PAMR working resolution; None or 0 (default) = the image resolution, as the
+            official code.
 
     Returns:
         (H, W) long labels, contiguous from 0.
@@ -231,10 +346,11 @@ def refine_labels(
     _check_image(image)
     if labels.dim() != 2 or labels.dtype.is_floating_point:
         raise ConfigError(f"`labels` must be an (h, w) integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+    size = (int(image.shape[1]), int(image.shape[2]))
+    work = working_size(size, check_max_pixels(max_pixels))
     present = torch.unique(labels)
     masks = (labels[None] == present[:, None, None]).to(torch.float32)
-    size = tuple(image.shape[1:])
-    if tuple(labels.shape) != size:
-        masks = F.interpolate(masks[None], size=size, mode="bilinear", align_corners=True)[0]
-    refined = pamr(image, masks, num_iter=num_iter, dilations=dilations)
-    return relabel_sequential(median_filter3(refined.argmax(0)))
+    if tuple(labels.shape) != work:
+        masks = F.interpolate(masks[None], size=work, mode="bilinear", align_corners=True)[0]
+    work_image = resize_image(image.to(torch.float32), work) if work != size else image
+    return refine_masks_to_labels(masks, work_image, size, num_iter=num_iter, dilations=dilations)
