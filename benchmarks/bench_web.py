@@ -6,11 +6,12 @@ random SSD-1B-shaped features (1280 x 32 x 32, image_size 1024), DiffSeg row-sto
 attention maps (sides 64/32/16/8, image_size 512). The output is a 1024 x 768 photo. The backbone is the tiny
 test model (never run here). Also prints the one-off NCut tree build (per upload) and the memory a session holds.
 
-    python benchmarks/bench_web.py
+    python benchmarks/bench_web.py [--method diffseg] [--repeats 1] [--no-pamr]
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 
@@ -50,9 +51,9 @@ def photo() -> np.ndarray:
     return (255 * np.concatenate([rows, cols, rows * cols], axis=2)).astype(np.uint8)
 
 
-def timed(action) -> float:  # noqa: ANN001
+def timed(action, repeats: int = REPEATS) -> float:  # noqa: ANN001
     best = float("inf")
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         action()
         best = min(best, time.perf_counter() - start)
@@ -60,6 +61,12 @@ def timed(action) -> float:  # noqa: ANN001
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=["diffcut", "diffseg"], action="append", help="default: both")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="best of this many runs per row")
+    parser.add_argument("--no-pamr", action="store_true", help="skip the DiffCut rows with PAMR (slow on a CPU)")
+    args = parser.parse_args()
+    methods = args.method or ["diffcut", "diffseg"]
     folder = tempfile.mkdtemp(prefix="bench-web-")
     model = str(make_tiny_model(f"{folder}/tiny-sdxl", "sdxl"))
     store = SessionStore(f"{folder}/sessions")
@@ -67,6 +74,14 @@ def main() -> None:
     image = photo()
     print(f"{'method':8} {'change':34} {'seconds':>8}")
 
+    if "diffcut" in methods:
+        bench_diffcut(model, store, service, image, args.repeats, pamr_rows=not args.no_pamr)
+    if "diffseg" in methods:
+        bench_diffseg(model, store, service, image, args.repeats)
+    store.close_all()
+
+
+def bench_diffcut(model, store, service, image, repeats: int, *, pamr_rows: bool) -> None:  # noqa: ANN001
     diffcut = build_pipeline("diffcut", model=model, keep_capture=True, keep_tree=TAU_MAX)
     capture = {"features": smooth_features(1280, 32, seed=0)}
     start = time.perf_counter()
@@ -78,20 +93,22 @@ def main() -> None:
     print(f"{'diffcut':8} {'change without the tree, tau 0.5':34} {time.perf_counter() - start:8.2f}")
     session = _session(store, "a", "diffcut", model, image, capture, tree)
     for tau in (0.3, 0.5, 0.7):
-        for pamr in (False, True):
-            seconds = timed(lambda: service.resegment(session, settings={"tau": tau, "pamr": pamr}))  # noqa: B023
+        for pamr in (False, True) if pamr_rows else (False,):
+            seconds = timed(lambda: service.resegment(session, settings={"tau": tau, "pamr": pamr}), repeats)  # noqa: B023
             change = f"tau -> {tau}, PAMR {'on' if pamr else 'off'}"
             print(f"{'diffcut':8} {change + f' ({session.result.num_segments} seg)':34} {seconds:8.2f}")
     print(f"{'diffcut':8} {'memory held by the session (MB)':34} {session.memory_bytes() / 2**20:8.1f}")
 
+
+def bench_diffseg(model, store, service, image, repeats: int) -> None:  # noqa: ANN001
     session = _session(store, "b", "diffseg", model, image, diffseg_capture(), None)
     for kl in (0.9, 1.1):
         for refine in (False, True):
-            seconds = timed(lambda: service.resegment(session, settings={"kl_threshold": kl, "refine": refine}))  # noqa: B023
+            settings = {"kl_threshold": kl, "refine": refine}
+            seconds = timed(lambda: service.resegment(session, settings=settings), repeats)  # noqa: B023
             change = f"kl_threshold -> {kl}, refine {'on' if refine else 'off'}"
             print(f"{'diffseg':8} {change + f' ({session.result.num_segments} seg)':34} {seconds:8.2f}")
     print(f"{'diffseg':8} {'memory held by the session (MB)':34} {session.memory_bytes() / 2**20:8.1f}")
-    store.close_all()
 
 
 def _result(method: str, image: np.ndarray, capture: dict[str, torch.Tensor], tree=None) -> SegmentationResult:  # noqa: ANN001

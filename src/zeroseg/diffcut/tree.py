@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -244,7 +245,7 @@ def build_ncut_tree(
     max_tau: float,
     exact_reference: bool = False,
     grid: tuple[int, int] | None = None,
-    split: Callable[[torch.Tensor], Bipartition | None] = bipartition,
+    split: Callable[[torch.Tensor], Bipartition | None] | None = None,
 ) -> NCutTree:
     """Run the recursive two-way NCut once at ``max_tau`` and keep every region and split.
 
@@ -257,7 +258,8 @@ def build_ncut_tree(
         max_tau: the largest NCut threshold the tree will be cut at.
         exact_reference: emulate the official ``idx2keep`` quirk, as ``recursive_ncut`` does.
         grid: (h, w) of the feature grid with ``h * w == n``, so that cuts come back as 2-D maps.
-        split: the two-way split of one graph (``bipartition``, the one ``recursive_ncut`` uses).
+        split: the two-way split of one graph; default ``bipartition`` with the eigensolver ``recursive_ncut``
+            uses in that mode (the whole spectrum under ``exact_reference``).
 
     Returns:
         The tree; ``tree.cut(tau)`` equals ``recursive_ncut(affinity, tau=tau, exact_reference=...)`` for any
@@ -273,6 +275,8 @@ def build_ncut_tree(
     affinity = affinity.to(torch.float32)
     num_nodes = affinity.shape[0]
     has_zero = (affinity == 0).any(1) if exact_reference else None
+    if split is None:
+        split = functools.partial(bipartition, full_eigh=exact_reference)
 
     # Same traversal as recursive_ncut: (members, level, parent id); LIFO, "y > threshold" side first.
     records: list[dict[str, Any]] = []
