@@ -47,45 +47,15 @@ class Bipartition(NamedTuple):
     threshold: float
 
 
-PARTIAL_EIGH_MIN_NODES = 256
-"""Graphs with more nodes get only their two smallest eigenpairs (LAPACK ``syevr``) in the default mode."""
-
-
-def _two_smallest_eigenvectors(matrix: torch.Tensor) -> torch.Tensor:
-    """(m, 2) eigenvectors of the two smallest eigenvalues of a symmetric matrix, via scipy's ``syevr``.
-
-    A full ``eigh`` (divide and conquer) also back-transforms all m eigenvectors; ``syevr`` with an index
-    range computes only the two needed, several times less work at m = 1024.
-
-    Raises:
-        torch.linalg.LinAlgError: when LAPACK fails.
-    """
-    import numpy as np
-    import scipy.linalg
-
-    array = np.array(matrix.numpy(), dtype=np.float32, order="F")
-    try:
-        _, vectors = scipy.linalg.eigh(
-            array, subset_by_index=[0, 1], driver="evr", overwrite_a=True, check_finite=False
-        )
-    except (np.linalg.LinAlgError, ValueError) as exc:
-        raise torch.linalg.LinAlgError(str(exc)) from exc
-    return torch.from_numpy(vectors)
-
-
-def fiedler_vector(affinity: torch.Tensor, *, full_eigh: bool = False) -> torch.Tensor | None:
+def fiedler_vector(affinity: torch.Tensor) -> torch.Tensor | None:
     """Generalised Fiedler vector of a graph: the 2nd-smallest solution of ``(D - W) y = lambda D y``.
 
     Computed as in the official ``second_smallest_eigenvector``: ``u1`` from ``torch.linalg.eigh`` of
     ``D^-1/2 (D - W) D^-1/2``, mapped back by ``y = D^-1/2 u1``, then the sign fixed so that the entry of
     largest magnitude is positive (``deterministic_vector_sign_flip``).
 
-    Graphs of more than :data:`PARTIAL_EIGH_MIN_NODES` nodes compute only the two smallest eigenpairs
-    (same vector up to float rounding, several times faster) unless ``full_eigh`` is set.
-
     Args:
         affinity: (m, m) symmetric non-negative affinity with m >= 2.
-        full_eigh: always use ``torch.linalg.eigh`` on the whole spectrum (the official solver).
 
     Returns:
         (m,) float vector, or None when the eigensolver fails or gives non-finite values (the official code
@@ -100,10 +70,7 @@ def fiedler_vector(affinity: torch.Tensor, *, full_eigh: bool = False) -> torch.
         logger.debug("non-finite normalised Laplacian (zero degree?): region kept as a leaf")
         return None
     try:
-        if full_eigh or len(degree) <= PARTIAL_EIGH_MIN_NODES:
-            _, vectors = torch.linalg.eigh(laplacian)
-        else:
-            vectors = _two_smallest_eigenvectors(laplacian)
+        _, vectors = torch.linalg.eigh(laplacian)
     except torch.linalg.LinAlgError as exc:
         logger.warning("eigensolver failed on a %d-node graph (%s): region kept as a leaf", len(degree), exc)
         return None
@@ -141,21 +108,18 @@ def ncut_values(affinity: torch.Tensor, degree: torch.Tensor, candidates: torch.
     return values.masked_fill(one_sided, float("nan"))
 
 
-def bipartition(
-    affinity: torch.Tensor, *, num_thresholds: int = NUM_THRESHOLDS, full_eigh: bool = False
-) -> Bipartition | None:
+def bipartition(affinity: torch.Tensor, *, num_thresholds: int = NUM_THRESHOLDS) -> Bipartition | None:
     """Best two-way split of a graph by thresholding its Fiedler vector (official ``get_bipartition``).
 
     Args:
         affinity: (m, m) affinity with m >= 2.
         num_thresholds: thresholds tried, evenly spaced in [0.99 min(y), 0.99 max(y)] (100, official code).
-        full_eigh: see :func:`fiedler_vector`.
 
     Returns:
         The split with the smallest discrete NCut (first one on ties), or None if the eigensolver failed or
         no threshold gives a two-sided split.
     """
-    y = fiedler_vector(affinity, full_eigh=full_eigh)
+    y = fiedler_vector(affinity)
     if y is None:
         return None
     thresholds = torch.linspace(
@@ -205,9 +169,7 @@ def recursive_ncut(affinity: torch.Tensor, *, tau: float, exact_reference: bool 
         tau: NCut threshold; larger values give finer segmentations (0.5, official code and paper).
         exact_reference: emulate the official ``idx2keep`` quirk: below the top level, a node whose row of
             the affinity holds an exact zero (e.g. the globally least similar pair, which min-max maps to 0)
-            is left out of every sub-graph and keeps its parent's label; and solve the whole spectrum with
-            ``torch.linalg.eigh`` as the official code. The default keeps all nodes and computes only the two
-            smallest eigenpairs of large graphs.
+            is left out of every sub-graph and keeps its parent's label. The default keeps all nodes.
 
     Returns:
         (n,) long labels, contiguous 0..K-1.
@@ -232,7 +194,7 @@ def recursive_ncut(affinity: torch.Tensor, *, tau: float, exact_reference: bool 
         if nodes.numel() <= 1:
             continue
         graph = affinity if nodes.numel() == num_nodes else affinity[nodes][:, nodes]
-        split = bipartition(graph, full_eigh=exact_reference)
+        split = bipartition(graph)
         if split is None or not split.ncut < tau:
             continue
         side = torch.zeros(num_nodes, dtype=torch.bool)

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -276,7 +275,7 @@ def build_ncut_tree(
     num_nodes = affinity.shape[0]
     has_zero = (affinity == 0).any(1) if exact_reference else None
     if split is None:
-        split = functools.partial(bipartition, full_eigh=exact_reference)
+        split = bipartition
 
     # Same traversal as recursive_ncut: (members, level, parent id); LIFO, "y > threshold" side first.
     records: list[dict[str, Any]] = []
