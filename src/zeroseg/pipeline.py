@@ -257,6 +257,7 @@ def build_pipeline(
     keep_capture: bool = False,
     keep_tree: float | None = None,
     backbone: Any = None,
+    config: Any = None,
     **settings: Any,
 ) -> Pipeline:
     """Validate every setting, then load the model (and CLIP when naming) and return the pipeline.
@@ -268,6 +269,7 @@ def build_pipeline(
         naming: open-vocabulary naming (:class:`NamingOptions`), or ``None``.
         batch_size / keep_capture / keep_tree: see :class:`Pipeline`.
         backbone: an already loaded backbone to share.
+        config: an already validated method config (then ``settings`` must be empty).
         **settings: method config fields (text values are parsed as on the command line, e.g.
             ``kl_threshold="1.1,0.9,0.9"``).
 
@@ -278,7 +280,7 @@ def build_pipeline(
     from zeroseg.registry import DEFAULT_METHOD, create_segmenter
 
     method = method or DEFAULT_METHOD
-    config = build_config(method, settings)
+    config = config if config is not None else build_config(method, settings)
     if naming is not None:
         naming.check()
     if batch_size < 1:

@@ -206,3 +206,18 @@ def test_pipeline_stream_goes_on_past_bad_images_and_resegments_without_a_backbo
         "diffseg", model=sd_backbone.model, backbone=sd_backbone, image_size=64, noise=True, kl_threshold=1.0
     ).segment(pin_image())
     np.testing.assert_array_equal(coarser.labels, direct.labels)
+
+
+def test_the_tree_output_holds_the_ncut_tree_of_each_image(tiny_sdxl_path, tiny_sd_path, tmp_path):
+    from zeroseg.diffcut.tree import NCutTree
+
+    Image.fromarray(pin_image()).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "a.png"), "--out", str(out), "--save", "png,tree"]
+    result = _run(*args, "--model", str(tiny_sdxl_path), "--size", "128", "--no-pamr", "--tau", "0.5")
+    assert result.exit_code == 0, result.output
+    tree = NCutTree.from_dict(json.loads((out / "a_tree.json").read_text())["tree"])
+    labels = np.asarray(Image.open(out / "a.png"))
+    assert tree.max_tau >= 0.9 and tree.num_segments(0.5) == labels.max() + 1
+    refused = _run(*args, "--model", str(tiny_sd_path), "--method", "diffseg")
+    assert refused.exit_code == 1 and "needs a method with an NCut tree" in refused.output

@@ -222,6 +222,10 @@ def run_segment(
     naming.check()
     device, dtype = check_device(device), check_dtype(dtype)
     formats = parse_formats(save) if save else (NAMED_DEFAULT_FORMATS if naming.enabled else DEFAULT_FORMATS)
+    if "tree" in formats and not hasattr(get_method(method).segmenter_class(), "ncut_tree"):
+        from zeroseg.errors import ConfigError
+
+        raise ConfigError(f"the `tree` output needs a method with an NCut tree (diffcut), not {method}")
     if "labelled" in formats and not naming.enabled:
         from zeroseg.errors import ConfigError
 
@@ -241,32 +245,42 @@ def run_segment(
         else:
             jobs.append((path, stem))
     if jobs:
-        pipeline = _load_pipeline(method, config, device, dtype, load_options or {}, naming, batch_size)
+        pipeline = _load_pipeline(
+            method, config, device, dtype, load_options or {}, naming, batch_size, keep_tree="tree" in formats
+        )
         _write_settings(writer.folder, pipeline.settings())
         _process(pipeline, writer, jobs, summary)
     err_console.print(_summary_line(summary, writer.folder, time.perf_counter() - start), soft_wrap=True)
     return summary
 
 
+TREE_MAX_TAU = 0.9
+"""With ``--save tree``, the NCut tree is cut up to this tau (or the run's own, when larger)."""
+
+
 def _load_pipeline(
-    method: str, config: Any, device: str, dtype: str | None, load_options: dict[str, Any], naming: Any, batch_size: int
+    method: str,
+    config: Any,
+    device: str,
+    dtype: str | None,
+    load_options: dict[str, Any],
+    naming: Any,
+    batch_size: int,
+    keep_tree: bool = False,
 ) -> Any:
-    from zeroseg.pipeline import Pipeline
-    from zeroseg.registry import create_segmenter
+    from zeroseg.pipeline import build_pipeline
 
     with err_console.status(f"Loading {config.model} ...", spinner="dots"):
-        segmenter = create_segmenter(method, config=config, device=device, dtype=dtype, **load_options)
-    namer = None
-    if naming.enabled:
-        with err_console.status(f"Loading {naming.clip_model} ({naming.clip_weights}) ...", spinner="dots"):
-            namer = naming.build(segmenter.device)
-    return Pipeline(
-        segmenter,
-        namer=namer,
-        merge_same_label=naming.merge_same_label,
-        batch_size=batch_size,
-        naming_settings=naming.to_dict() if namer is not None else None,
-    )
+        return build_pipeline(
+            method,
+            config=config,
+            device=device,
+            dtype=dtype,
+            naming=naming,
+            batch_size=batch_size,
+            keep_tree=TREE_MAX_TAU if keep_tree else None,
+            **load_options,
+        )
 
 
 def _write_settings(folder: Path, settings: dict[str, Any]) -> None:
