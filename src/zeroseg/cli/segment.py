@@ -146,44 +146,27 @@ def segment_command(
         raise fail(ConfigError(f"must be local or ray (got {engine!r})", setting="engine"))
     if engine == "local" and (output_format != "files" or any(v is not None for v in ray_options.values())):
         raise fail(ConfigError("`--address`, `--num-workers`, `--gpus-per-worker` and `--format` need `--engine ray`"))
-    if engine == "ray":
-        from zeroseg.distributed.command import segment_with_ray
-
-        try:
-            code = segment_with_ray(
-                inputs,
-                out=out,
-                method=method,
-                settings=method_values or {},
-                device=check_device(device),
-                dtype=check_dtype(dtype),
-                load_options={"variant": variant, "model_config": model_config},
-                naming=naming,
-                save=save,
-                output_format=output_format,
-                batch_size=batch_size,
-                recursive=recursive,
-                overwrite=overwrite,
-                **ray_options,
-            )
-        except ZeroSegError as exc:
-            raise fail(exc, method) from None
-        raise typer.Exit(code)
+    run = {
+        "out": out,
+        "method": method,
+        "settings": method_values or {},
+        "load_options": {"variant": variant, "model_config": model_config},
+        "naming": naming,
+        "save": save,
+        "batch_size": batch_size,
+        "recursive": recursive,
+        "overwrite": overwrite,
+    }
     try:
-        summary = run_segment(
-            inputs,
-            out=out,
-            method=method,
-            settings=method_values or {},
-            device=device,
-            dtype=dtype,
-            load_options={"variant": variant, "model_config": model_config},
-            naming=naming,
-            save=save,
-            batch_size=batch_size,
-            recursive=recursive,
-            overwrite=overwrite,
-        )
+        if engine == "ray":
+            from zeroseg.distributed.command import segment_with_ray
+
+            device_name, dtype_name = check_device(device), check_dtype(dtype)
+            code = segment_with_ray(
+                inputs, device=device_name, dtype=dtype_name, output_format=output_format, **run, **ray_options
+            )
+            raise typer.Exit(code)
+        summary = run_segment(inputs, device=device, dtype=dtype, **run)
     except ZeroSegError as exc:
         raise fail(exc, method) from None
     if summary.failures:
