@@ -1,7 +1,9 @@
 """Cold and warm times of the post-processing stages, this checkout next to an earlier revision, in one run.
 
 Every (revision, stage) runs in a fresh interpreter: "cold" is the first call there (page faults of fresh
-buffers, lazy initialisation, compiled-code cache loading), "warm" the best of the following calls. The
+buffers, lazy initialisation), "warm" the best of the following calls. "kernels" is the load of PAMR's
+compiled kernels (numba import and machine-code cache), which the pipeline runs in the background while the
+model loads; the cold call starts after it. "current, tensor form" is this checkout without those kernels. The
 earlier revision is exported with ``git archive`` (default: the commit before the allocation-free rewrite)
 and imported from a temporary directory. Stages:
 
@@ -31,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STAGES = ("pamr", "ncut", "diffseg", "diffcut-1000x750", "diffcut-4000x3000", "diffseg-1000x750",
                   "diffseg-4000x3000")  # fmt: skip
 DILATIONS = (1, 2, 4, 8, 12, 24, 32, 64)
+TENSOR_FORM = "ZEROSEG_PAMR_TENSOR_FORM"
+"""Set to 1 to run PAMR without its compiled kernels (the tensor form, same bits)."""
 
 
 def _peak_reset() -> int:
@@ -102,6 +106,14 @@ def worker(stage: str, repeats: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:  # what the pipeline starts in the background while the model loads
+        from zeroseg.refine.pamr import _compiled_kernels
+    except ImportError:  # revisions before the compiled kernels
+        pass
+    else:
+        _compiled_kernels()
+    kernels = time.perf_counter() - start
     call = _stage_callable(stage)
     baseline = _peak_reset()
     start = time.perf_counter()
@@ -113,11 +125,13 @@ def worker(stage: str, repeats: int, threads: int) -> None:
         call()
         warm = min(warm, time.perf_counter() - start)
     peak = (_status_kib("VmHWM") - baseline) / 1024 if baseline else float("nan")
-    print(json.dumps({"cold": cold, "warm": warm, "peak_extra_mib": peak}))
+    print(json.dumps({"cold": cold, "warm": warm, "peak_extra_mib": peak, "kernels": kernels}))
 
 
-def run_stage(src: Path, stage: str, repeats: int, threads: int, timeout: float) -> dict[str, float] | None:
-    env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1"}
+def run_stage(
+    src: Path, stage: str, repeats: int, threads: int, timeout: float, env: dict[str, str]
+) -> dict[str, float] | None:
+    env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", **env}
     cmd = [sys.executable, __file__, "--worker", stage, "--repeats", str(repeats), "--threads", str(threads)]
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=True)
@@ -139,22 +153,25 @@ def main() -> None:
         worker(args.worker, args.repeats, args.threads)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"current": ROOT / "src"}
+        trees = {"current": (ROOT / "src", {}), "current, tensor form": (ROOT / "src", {TENSOR_FORM: "1"})}
         if args.baseline:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "src"], capture_output=True)
             subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-            trees[f"baseline {args.baseline}"] = Path(tmp) / "src"
-        print(f"{'stage':<20} {'revision':<18} {'cold s':>8} {'warm s':>8} {'cold/warm':>9} {'peak MiB':>9}")
+            trees[f"baseline {args.baseline}"] = (Path(tmp) / "src", {})
+        columns = ("kernels s", "cold s", "warm s", "cold/warm", "peak MiB")
+        print(f"{'stage':<20} {'revision':<22} " + " ".join(f"{c:>9}" for c in columns))
         for stage in args.stages:
-            for name, src in trees.items():
-                result = run_stage(src, stage, args.repeats, args.threads, args.timeout)
+            for name, (src, env) in trees.items():
+                if env and not stage.startswith(("pamr", "diffcut")):
+                    continue  # the tensor form changes only PAMR
+                result = run_stage(src, stage, args.repeats, args.threads, args.timeout, env)
                 if result is None:
-                    print(f"{stage:<20} {name:<18} {'>' + str(int(args.timeout)):>8}", flush=True)
+                    print(f"{stage:<20} {name:<22} {'':>9} {'>' + str(int(args.timeout)):>9}", flush=True)
                     continue
                 ratio = result["cold"] / result["warm"]
                 print(
-                    f"{stage:<20} {name:<18} {result['cold']:>8.2f} {result['warm']:>8.2f} {ratio:>9.2f} "
-                    f"{result['peak_extra_mib']:>9.0f}",
+                    f"{stage:<20} {name:<22} {result['kernels']:>9.2f} {result['cold']:>9.2f} {result['warm']:>9.2f} "
+                    f"{ratio:>9.2f} {result['peak_extra_mib']:>9.0f}",
                     flush=True,
                 )
 

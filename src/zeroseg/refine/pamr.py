@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -33,8 +35,8 @@ logger = logging.getLogger(__name__)
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 """The 8 off-centre taps of a 3x3 kernel, (row, column) offsets before dilation."""
 
-BAND_ELEMENTS = 1 << 18
-"""Output elements (masks x rows x columns) accumulated per band during the iterations (1 MB float32)."""
+BAND_ELEMENTS = 1 << 19
+"""Output elements (masks x rows x columns) per band of the tensor-form iterations (2 MB float32)."""
 
 AFFINITY_BAND_PIXELS = 1 << 15
 """Pixels per band while computing the neighbour weights (bounds the (P, rows, W) workspaces)."""
@@ -88,6 +90,77 @@ def _view_first(buffer: torch.Tensor, *shape: int) -> torch.Tensor:
     return buffer[: math.prod(shape)].view(*shape)
 
 
+_kernels_lock = threading.Lock()
+_kernels_state: dict[str, object] = {}
+
+
+def _compiled_kernels():
+    """``zeroseg.refine.pamr_kernels`` when numba is installed and not disabled, else None (tensor form)."""
+    if os.environ.get("ZEROSEG_PAMR_TENSOR_FORM", "") not in ("", "0"):
+        return None
+    with _kernels_lock:
+        if "module" not in _kernels_state:
+            try:
+                from zeroseg.refine import pamr_kernels
+            except ImportError as error:  # numba missing or unusable here: the tensor form gives the same bits
+                logger.info("PAMR runs in its tensor form (%s)", error)
+                pamr_kernels = None
+            if pamr_kernels is not None:
+                pamr_kernels.warm_up()
+            _kernels_state["module"] = pamr_kernels
+        return _kernels_state["module"]
+
+
+def preload() -> None:
+    """Load PAMR's compiled kernels in a background thread (numba's import and machine-code cache take about
+    0.6 s, the first compilation after installation a few seconds), so that work overlaps model loading."""
+    if "module" not in _kernels_state and not _kernels_state.get("loading"):
+        _kernels_state["loading"] = True
+        threading.Thread(target=_compiled_kernels, name="zeroseg-pamr-preload", daemon=True).start()
+
+
+def _padded_view(padded: torch.Tensor, pad: int, start: int, stop: int, width: int):
+    def view(dy: int, dx: int) -> torch.Tensor:
+        return padded[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
+
+    return view
+
+
+def _channel_variance(padded: torch.Tensor, offsets, num_dilations: int, pad: int, out: torch.Tensor) -> None:
+    """Unbiased variance per channel of the dilated 3x3 window samples (tensor form), into (3, H, W) ``out``."""
+    _, height, width = out.shape
+    num_samples = 9 * num_dilations
+    band = min(height, max(1, AFFINITY_BAND_PIXELS // width))
+    mean_space, diff_space = (_flat_workspace(3 * band * width) for _ in range(2))
+    for start in range(0, height, band):
+        stop = min(height, start + band)
+        view = _padded_view(padded, pad, start, stop, width)
+        mean, diff = (_view_first(space, 3, stop - start, width) for space in (mean_space, diff_space))
+        spread = out[:, start:stop]
+        centre = view(0, 0)
+        torch.mul(centre, num_dilations, out=mean)
+        for dy, dx in offsets:
+            mean.add_(view(dy, dx))
+        mean.div_(num_samples)
+        torch.sub(centre, mean, out=spread).square_().mul_(num_dilations)
+        for dy, dx in offsets:
+            spread.add_(torch.sub(view(dy, dx), mean, out=diff).square_())
+        spread.div_(num_samples - 1)
+
+
+def _affinity_logits(padded: torch.Tensor, denom: torch.Tensor, offsets, pad: int, start: int, out: torch.Tensor):
+    """``-mean_c |I_c - I_p,c| / denom_c`` for every tap p (tensor form), into ``out``: the (P, rows, W) band
+    of image rows from ``start``."""
+    _, rows, width = out.shape
+    view = _padded_view(padded, pad, start, start + rows, width)
+    diff = torch.empty(3, rows, width, dtype=torch.float32)
+    centre, scale = view(0, 0), denom[:, start : start + rows]
+    for index, (dy, dx) in enumerate(offsets):
+        torch.sub(centre, view(dy, dx), out=diff).abs_().div_(scale)
+        torch.sum(diff, dim=0, out=out[index])
+    out.mul_(-1.0 / 3.0)
+
+
 def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
     """Neighbour weights of PAMR: a softmax over the 8 * |dilations| neighbours of every pixel.
 
@@ -95,8 +168,10 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     dilated 3x3 windows (the centre counted once per dilation), taken with replicate padding. The logit of
     neighbour p is ``-|I_c - I_p,c| / (1e-8 + 0.1 * sigma_c)`` averaged over the 3 channels.
 
-    The work runs in row bands on workspaces allocated once, with in-place and ``out=`` operations only:
-    a fresh large temporary per operation would be a fresh memory mapping whose pages fault in one by one.
+    The window sums and logits run in compiled row loops (:mod:`zeroseg.refine.pamr_kernels`) or, without
+    numba, as in-place tensor operations on row bands; both give the same bits. Logits and softmax go band by
+    band through two workspaces allocated once: a fresh large temporary per operation would be a fresh memory
+    mapping whose pages fault in one by one.
 
     Args:
         image: (3, H, W) float image in [0, 1] (un-normalised, as in the official code).
@@ -112,57 +187,58 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     pad = max(dils)
     height, width = image.shape[1:]
     padded = _replicate_pad(image.to(torch.float32), pad)
-    num_samples = 9 * len(dils)
-    taps = len(offsets)
-    weights = torch.empty(taps, height, width, dtype=torch.float32)
+    variance = torch.empty(3, height, width, dtype=torch.float32)
+    kernels = _compiled_kernels()
+    if kernels is not None:
+        dys, dxs = kernels.offsets_arrays(offsets)
+        args = (padded.numpy(), dys, dxs, len(dils), pad, variance.numpy())
+        kernels.run_rows(kernels.channel_variance, (0, height), *args)
+    else:
+        _channel_variance(padded, offsets, len(dils), pad, variance)
+    denom = variance.sqrt_().mul_(0.1).add_(1e-8)  # torch's sqrt on the whole map, in both forms
+    weights = torch.empty(len(offsets), height, width, dtype=torch.float32)
     band = min(height, max(1, AFFINITY_BAND_PIXELS // width))
-    channel_space = [_flat_workspace(3 * band * width) for _ in range(3)]
-    logit_space = [_flat_workspace(taps * band * width) for _ in range(2)]
+    logit_space, soft_space = (_flat_workspace(len(offsets) * band * width) for _ in range(2))
     for start in range(0, height, band):
         stop = min(height, start + band)
-        rows = stop - start
-
-        def view(dy: int, dx: int, start: int = start, stop: int = stop) -> torch.Tensor:
-            return padded[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
-
-        total, spread, diff = (_view_first(space, 3, rows, width) for space in channel_space)
-        logits, soft = (_view_first(space, taps, rows, width) for space in logit_space)
-        centre = view(0, 0)
-        torch.mul(centre, len(dils), out=total)
-        for dy, dx in offsets:
-            total.add_(view(dy, dx))
-        mean = total.div_(num_samples)
-        torch.sub(centre, mean, out=spread).square_().mul_(len(dils))
-        for dy, dx in offsets:
-            spread.add_(torch.sub(view(dy, dx), mean, out=diff).square_())
-        denom = spread.div_(num_samples - 1).sqrt_().mul_(0.1).add_(1e-8)
-        for index, (dy, dx) in enumerate(offsets):
-            torch.sub(centre, view(dy, dx), out=diff).abs_().div_(denom)
-            torch.sum(diff, dim=0, out=logits[index])
-        logits.mul_(-1.0 / 3.0)
-        torch.ops.aten._softmax.out(logits, 0, False, out=soft)
+        logits, soft = (_view_first(space, len(offsets), stop - start, width) for space in (logit_space, soft_space))
+        if kernels is not None:
+            args = (padded.numpy(), denom.numpy(), dys, dxs, pad, start, logits.numpy())
+            kernels.run_rows(kernels.affinity_logits, (start, stop), *args)
+        else:
+            _affinity_logits(padded, denom, offsets, pad, start, logits)
+        torch.ops.aten._softmax.out(logits, 0, False, out=soft)  # over the taps
         weights[:, start:stop].copy_(soft)
     return weights
 
 
-def _iterate_tensors(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], num_iter: int) -> torch.Tensor:
-    """PAMR iterations as tensor operations: a replicate-padded buffer, ``addcmul_`` band by band."""
+def _iterate(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], num_iter: int) -> torch.Tensor:
+    """PAMR iterations on a replicate-padded double buffer: compiled row loops, or ``addcmul_`` band by band."""
     offsets = _offsets(dils)
     pad = max(dils)
     num_masks, height, width = masks.shape
     source = _replicate_pad(masks, pad)
     target = torch.empty_like(source)
+    kernels = _compiled_kernels()
+    if kernels is not None:
+        dys, dxs = kernels.offsets_arrays(offsets)
+        weight_array = weights.numpy()
     band = max(1, BAND_ELEMENTS // (num_masks * width))
     for _ in range(int(num_iter)):
-        for start in range(0, height, band):
-            stop = min(height, start + band)
-            out = target[:, pad + start : pad + stop, pad : pad + width]
-            for index, (dy, dx) in enumerate(offsets):
-                shifted = source[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
-                if index == 0:
-                    torch.mul(shifted, weights[index, start:stop], out=out)
-                else:
-                    out.addcmul_(shifted, weights[index, start:stop])
+        if kernels is not None:
+            kernels.run_rows(
+                kernels.propagate, (0, height), source.numpy(), weight_array, dys, dxs, pad, target.numpy()
+            )
+        else:
+            for start in range(0, height, band):
+                stop = min(height, start + band)
+                out = target[:, pad + start : pad + stop, pad : pad + width]
+                for index, (dy, dx) in enumerate(offsets):
+                    shifted = source[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
+                    if index == 0:
+                        torch.mul(shifted, weights[index, start:stop], out=out)
+                    else:
+                        out.addcmul_(shifted, weights[index, start:stop])
         _fill_border(target, pad)
         source, target = target, source
     return source[:, pad : pad + height, pad : pad + width].contiguous()
@@ -197,7 +273,7 @@ def pamr(image: torch.Tensor, masks: torch.Tensor, *, num_iter: int, dilations: 
     if num_iter == 0 or masks.shape[0] == 0:
         return masks.clone()
     weights = local_affinity(image, dils)
-    return _iterate_tensors(masks, weights, dils, int(num_iter))
+    return _iterate(masks, weights, dils, int(num_iter))
 
 
 # Median-of-9 selection network (19 compare-exchanges; Paeth, Graphics Gems; "opt_med9").
