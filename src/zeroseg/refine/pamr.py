@@ -91,15 +91,17 @@ def _view_first(buffer: torch.Tensor, *shape: int) -> torch.Tensor:
 
 
 _kernels_lock = threading.Lock()
-_kernels_state: dict[str, object] = {}
+_kernels: list = []
+"""The loaded kernels module (or None), once :func:`_load_kernels` has run."""
 
 
-def _compiled_kernels():
-    """``zeroseg.refine.pamr_kernels`` when numba is installed and not disabled, else None (tensor form)."""
-    if os.environ.get("ZEROSEG_PAMR_TENSOR_FORM", "") not in ("", "0"):
-        return None
+def _tensor_form_requested() -> bool:
+    return os.environ.get("ZEROSEG_PAMR_TENSOR_FORM", "") not in ("", "0")
+
+
+def _load_kernels():
     with _kernels_lock:
-        if "module" not in _kernels_state:
+        if not _kernels:
             try:
                 from zeroseg.refine import pamr_kernels
             except ImportError as error:  # numba missing or unusable here: the tensor form gives the same bits
@@ -107,16 +109,20 @@ def _compiled_kernels():
                 pamr_kernels = None
             if pamr_kernels is not None:
                 pamr_kernels.warm_up()
-            _kernels_state["module"] = pamr_kernels
-        return _kernels_state["module"]
+            _kernels.append(pamr_kernels)
+        return _kernels[0]
+
+
+def _compiled_kernels():
+    """``zeroseg.refine.pamr_kernels`` when numba is installed and not disabled, else None (tensor form)."""
+    return None if _tensor_form_requested() else _load_kernels()
 
 
 def preload() -> None:
     """Load PAMR's compiled kernels in a background thread (numba's import and machine-code cache take about
-    0.6 s, the first compilation after installation a few seconds), so that work overlaps model loading."""
-    if "module" not in _kernels_state and not _kernels_state.get("loading"):
-        _kernels_state["loading"] = True
-        threading.Thread(target=_compiled_kernels, name="zeroseg-pamr-preload", daemon=True).start()
+    0.7 s, the first compilation after installation a few seconds), so that work overlaps model loading."""
+    if not _kernels and not _tensor_form_requested() and not _kernels_lock.locked():
+        threading.Thread(target=_load_kernels, name="zeroseg-pamr-preload", daemon=True).start()
 
 
 def _padded_view(padded: torch.Tensor, pad: int, start: int, stop: int, width: int):
@@ -148,12 +154,12 @@ def _channel_variance(padded: torch.Tensor, offsets, num_dilations: int, pad: in
         spread.div_(num_samples - 1)
 
 
-def _affinity_logits(padded: torch.Tensor, denom: torch.Tensor, offsets, pad: int, start: int, out: torch.Tensor):
+def _affinity_logits(padded, denom, offsets, pad: int, start: int, out: torch.Tensor, diff_space: torch.Tensor):
     """``-mean_c |I_c - I_p,c| / denom_c`` for every tap p (tensor form), into ``out``: the (P, rows, W) band
-    of image rows from ``start``."""
+    of image rows from ``start``; ``diff_space`` is a workspace of at least 3 * rows * W floats."""
     _, rows, width = out.shape
     view = _padded_view(padded, pad, start, start + rows, width)
-    diff = torch.empty(3, rows, width, dtype=torch.float32)
+    diff = _view_first(diff_space, 3, rows, width)
     centre, scale = view(0, 0), denom[:, start : start + rows]
     for index, (dy, dx) in enumerate(offsets):
         torch.sub(centre, view(dy, dx), out=diff).abs_().div_(scale)
@@ -199,6 +205,7 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     weights = torch.empty(len(offsets), height, width, dtype=torch.float32)
     band = min(height, max(1, AFFINITY_BAND_PIXELS // width))
     logit_space, soft_space = (_flat_workspace(len(offsets) * band * width) for _ in range(2))
+    diff_space = _flat_workspace(3 * band * width) if kernels is None else None
     for start in range(0, height, band):
         stop = min(height, start + band)
         logits, soft = (_view_first(space, len(offsets), stop - start, width) for space in (logit_space, soft_space))
@@ -206,39 +213,44 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
             args = (padded.numpy(), denom.numpy(), dys, dxs, pad, start, logits.numpy())
             kernels.run_rows(kernels.affinity_logits, (start, stop), *args)
         else:
-            _affinity_logits(padded, denom, offsets, pad, start, logits)
+            _affinity_logits(padded, denom, offsets, pad, start, logits, diff_space)
         torch.ops.aten._softmax.out(logits, 0, False, out=soft)  # over the taps
         weights[:, start:stop].copy_(soft)
     return weights
 
 
+def _propagate(source: torch.Tensor, weights: torch.Tensor, offsets, pad: int, target: torch.Tensor) -> None:
+    """One PAMR step (tensor form): the interior of padded ``target`` gets ``sum_p w_p * shifted_p(source)``,
+    accumulated with ``addcmul_`` over row bands of about ``BAND_ELEMENTS`` outputs."""
+    num_masks, height, width = source.shape[0], weights.shape[1], weights.shape[2]
+    band = max(1, BAND_ELEMENTS // (num_masks * width))
+    for start in range(0, height, band):
+        stop = min(height, start + band)
+        out = target[:, pad + start : pad + stop, pad : pad + width]
+        for index, (dy, dx) in enumerate(offsets):
+            shifted = source[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
+            if index == 0:
+                torch.mul(shifted, weights[index, start:stop], out=out)
+            else:
+                out.addcmul_(shifted, weights[index, start:stop])
+
+
 def _iterate(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], num_iter: int) -> torch.Tensor:
-    """PAMR iterations on a replicate-padded double buffer: compiled row loops, or ``addcmul_`` band by band."""
+    """PAMR iterations on a replicate-padded double buffer: compiled row loops, or the tensor form."""
     offsets = _offsets(dils)
     pad = max(dils)
-    num_masks, height, width = masks.shape
+    height, width = masks.shape[1:]
     source = _replicate_pad(masks, pad)
     target = torch.empty_like(source)
     kernels = _compiled_kernels()
     if kernels is not None:
         dys, dxs = kernels.offsets_arrays(offsets)
-        weight_array = weights.numpy()
-    band = max(1, BAND_ELEMENTS // (num_masks * width))
     for _ in range(int(num_iter)):
         if kernels is not None:
-            kernels.run_rows(
-                kernels.propagate, (0, height), source.numpy(), weight_array, dys, dxs, pad, target.numpy()
-            )
+            args = (source.numpy(), weights.numpy(), dys, dxs, pad, target.numpy())
+            kernels.run_rows(kernels.propagate, (0, height), *args)
         else:
-            for start in range(0, height, band):
-                stop = min(height, start + band)
-                out = target[:, pad + start : pad + stop, pad : pad + width]
-                for index, (dy, dx) in enumerate(offsets):
-                    shifted = source[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
-                    if index == 0:
-                        torch.mul(shifted, weights[index, start:stop], out=out)
-                    else:
-                        out.addcmul_(shifted, weights[index, start:stop])
+            _propagate(source, weights, offsets, pad, target)
         _fill_border(target, pad)
         source, target = target, source
     return source[:, pad : pad + height, pad : pad + width].contiguous()
