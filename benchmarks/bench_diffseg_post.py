@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peak_memory import PeakWindow
 
 SIDES = (64, 32, 16, 8)
 THRESHOLDS = (1.1, 1.1, 1.1)
@@ -145,41 +145,16 @@ def run_steps(variant: str, maps: dict[int, torch.Tensor]) -> tuple[dict[str, fl
     return times, int(labels.max()) + 1
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux ``clear_refs`` 5), so the peak seen later is our own."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
 def worker(variant: str, input_path: str, repeats: int, threads: int) -> None:
     torch.set_num_threads(threads)
     maps = torch.load(input_path)
-    if _reset_peak_rss():
-        baseline_kib = _status_kib("VmRSS")
-        read_peak = lambda: _status_kib("VmHWM")  # noqa: E731
-    else:  # ru_maxrss only grows: a peak during loading may hide part of the workload's
-        baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        read_peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
+    window = PeakWindow()
     best: dict[str, float] = {}
     segments = 0
     for _ in range(repeats):
         times, segments = run_steps(variant, maps)
         best = {k: min(v, best.get(k, math.inf)) for k, v in times.items()}
-    peak_kib = read_peak()
-    print(json.dumps({"times": best, "segments": segments, "peak_extra_mib": (peak_kib - baseline_kib) / 1024}))
+    print(json.dumps({"times": best, "segments": segments, "peak_extra_mib": window.extra_mib()}))
 
 
 def main() -> None:

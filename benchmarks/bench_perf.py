@@ -29,27 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from peak_memory import PeakWindow
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STAGES = ("pamr", "ncut", "diffseg", "diffcut-1000x750", "diffcut-4000x3000", "diffseg-1000x750",
                   "diffseg-4000x3000")  # fmt: skip
 DILATIONS = (1, 2, 4, 8, 12, 24, 32, 64)
 TENSOR_FORM = "ZEROSEG_PAMR_TENSOR_FORM"
 """Set to 1 to run PAMR without its compiled kernels (the tensor form, same bits)."""
-
-
-def _peak_reset() -> int:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_kib("VmRSS")
-    except OSError:
-        return 0
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def _stage_callable(stage: str):
@@ -115,7 +102,7 @@ def worker(stage: str, repeats: int, threads: int) -> None:
         _compiled_kernels()
     kernels = time.perf_counter() - start
     call = _stage_callable(stage)
-    baseline = _peak_reset()
+    window = PeakWindow()
     start = time.perf_counter()
     call()
     cold = time.perf_counter() - start
@@ -124,8 +111,7 @@ def worker(stage: str, repeats: int, threads: int) -> None:
         start = time.perf_counter()
         call()
         warm = min(warm, time.perf_counter() - start)
-    peak = (_status_kib("VmHWM") - baseline) / 1024 if baseline else float("nan")
-    print(json.dumps({"cold": cold, "warm": warm, "peak_extra_mib": peak, "kernels": kernels}))
+    print(json.dumps({"cold": cold, "warm": warm, "peak_extra_mib": window.extra_mib(), "kernels": kernels}))
 
 
 def run_stage(

@@ -2,8 +2,9 @@
 
 ``make_tiny_model`` writes a complete diffusers model folder (UNet, VAE, text encoder(s), tokenizer(s) with a
 locally written vocabulary, scheduler) that ``load_backbone`` and ``zeroseg segment --model`` accept, fully
-offline. ``real_architecture_unet`` builds a randomly initialised UNet with a released model's architecture:
-speed does not depend on the weight values, so benchmarks use it.
+offline. ``real_architecture_unet`` builds a randomly initialised UNet with a released model's architecture, and
+``real_architecture_backbone`` a whole backbone around it (UNet and VAE of the released sizes): speed does not
+depend on the weight values, so benchmarks use them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,25 @@ UNET_ARCHITECTURES: dict[str, dict[str, Any]] = {
         "norm_num_groups": 32,
     },
 }
+# SSD-1B (DiffCut's default) is SDXL distilled: its encoder keeps 4 of the 10 transformer layers of the last down
+# block (the layer DiffCut reads is ``down_blocks.2.attentions.1.transformer_blocks.3``). Only the encoder up to
+# that layer runs for DiffCut's features, so the depths after it do not change the measured time.
+UNET_ARCHITECTURES["ssd1b"] = {**UNET_ARCHITECTURES["sdxl"], "transformer_layers_per_block": [1, 2, 4]}
+
+VAE_ARCHITECTURE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+}
+"""The KL VAE of every released SD 1.x and SDXL-family model (they differ only in ``scaling_factor``)."""
+
+_FAMILY_OF_ARCHITECTURE = {"sd14": ("sd", 0.18215, 77, 768), "sdxl": ("sdxl", 0.13025, 77, 2048)}
+_FAMILY_OF_ARCHITECTURE["ssd1b"] = _FAMILY_OF_ARCHITECTURE["sdxl"]
 
 
 def make_tiny_model(path: str | Path, family: str = "sd", *, seed: int = 0) -> Path:
@@ -77,3 +97,51 @@ def real_architecture_unet(name: str, *, dtype: torch.dtype = torch.float32, see
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**UNET_ARCHITECTURES[name]).eval().requires_grad_(False)
     return unet if dtype == torch.float32 else unet.to(dtype)
+
+
+def real_architecture_backbone(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    image_sizes: tuple[int, ...] = (512, 768, 1024),
+    seed: int = 0,
+) -> Any:
+    """A :class:`~zeroseg.backbones.Backbone` with a released model's UNet and VAE, randomly initialised.
+
+    ``name`` is a key of :data:`UNET_ARCHITECTURES`. The text encoders are left out: their one output, the
+    empty-prompt conditioning, is set to random tensors of the released widths for each of ``image_sizes``
+    (the pipeline computes it once per model anyway). Everything else (VAE encoding in float32, noising, the
+    UNet pass and the methods) runs as with the released weights, so the pipeline's timings are the model's.
+    """
+    from diffusers import AutoencoderKL
+
+    from zeroseg.backbones import Backbone
+    from zeroseg.backbones.families.unet import alphas_cumprod
+    from zeroseg.backbones.tiny_parts import SCHEDULER
+
+    family, scaling_factor, tokens, width = _FAMILY_OF_ARCHITECTURE[name]
+    device = torch.device(device)
+    unet = real_architecture_unet(name, dtype=dtype, seed=seed).to(device)
+    vae = AutoencoderKL(**VAE_ARCHITECTURE, scaling_factor=scaling_factor).eval().requires_grad_(False).to(device)
+    backbone = Backbone(
+        model=f"random-weights:{name}",
+        family=family,
+        unet=unet,
+        vae=vae,
+        tokenizers=[],
+        text_encoders=[],
+        alphas_cumprod=alphas_cumprod(SCHEDULER),
+        device=device,
+        dtype=dtype,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    for size in image_sizes:
+        hidden = torch.randn(1, tokens, width, generator=gen).to(device=device, dtype=dtype)
+        added = None
+        if family == "sdxl":
+            time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=dtype, device=device)
+            pooled = torch.randn(1, 1280, generator=gen).to(device=device, dtype=dtype)
+            added = {"text_embeds": pooled, "time_ids": time_ids}
+        backbone.override_conditioning(size, hidden, added)
+    return backbone
