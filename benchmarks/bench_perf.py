@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STAGES = ("pamr", "ncut", "diffseg", "diffcut-1000x750", "diffcut-4000x3000", "diffseg-1000x750",
                   "diffseg-4000x3000")  # fmt: skip
 DILATIONS = (1, 2, 4, 8, 12, 24, 32, 64)
-TENSOR_FORM = "ZEROSEG_PAMR_TENSOR_FORM"
-"""Set to 1 to run PAMR without its compiled kernels (the tensor form, same bits)."""
+TENSOR_FORMS = {"ZEROSEG_TENSOR_FORM": "1", "ZEROSEG_PAMR_TENSOR_FORM": "1"}
+"""Run without the compiled kernels (the tensor forms, same bits); the second name is earlier revisions'."""
 
 
 def _stage_callable(stage: str):
@@ -89,17 +89,32 @@ def _stage_callable(stage: str):
     raise SystemExit(f"unknown stage {stage!r}")
 
 
+def _load_compiled_kernels() -> None:
+    """Load the revision's compiled kernels, wherever its loader lives (none before the compiled PAMR)."""
+    import importlib
+
+    for module, loader in (
+        ("zeroseg.refine.compiled", "compiled_kernels"),
+        ("zeroseg.refine.pamr", "_compiled_kernels"),
+    ):
+        function = getattr(importlib.import_module(module), loader, None) if _has_module(module) else None
+        if function is not None:
+            function()
+            return
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def worker(stage: str, repeats: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    try:  # what the pipeline starts in the background while the model loads
-        from zeroseg.refine.pamr import _compiled_kernels
-    except ImportError:  # revisions before the compiled kernels
-        pass
-    else:
-        _compiled_kernels()
+    _load_compiled_kernels()  # what the pipeline starts in the background while the model loads
     kernels = time.perf_counter() - start
     call = _stage_callable(stage)
     window = PeakWindow()
@@ -139,7 +154,7 @@ def main() -> None:
         worker(args.worker, args.repeats, args.threads)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"current": (ROOT / "src", {}), "current, tensor form": (ROOT / "src", {TENSOR_FORM: "1"})}
+        trees = {"current": (ROOT / "src", {}), "current, tensor form": (ROOT / "src", TENSOR_FORMS)}
         if args.baseline:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "src"], capture_output=True)
             subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)

@@ -12,6 +12,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+@pytest.fixture(params=["compiled", "tensor"])
+def kernel_form(request, monkeypatch):
+    """Run a test on the refinement's compiled kernels and on its tensor form (the two give the same bits)."""
+    from zeroseg.refine.compiled import TENSOR_FORM_VARIABLE
+
+    if request.param == "compiled":
+        pytest.importorskip("numba")
+        monkeypatch.delenv(TENSOR_FORM_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(TENSOR_FORM_VARIABLE, "1")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SD 1.x-topology model folder (16 self-attention layers over four grid sides)."""

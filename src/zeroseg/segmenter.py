@@ -20,7 +20,7 @@ from zeroseg.backbones import Backbone, add_noise, empty_prompt_conditioning, en
 from zeroseg.errors import ConfigError
 from zeroseg.image import resize
 from zeroseg.options import capture_fields
-from zeroseg.refine.pamr import preload as preload_pamr
+from zeroseg.refine.compiled import preload as preload_kernels
 from zeroseg.types import SegmentationResult
 
 logger = logging.getLogger(__name__)
@@ -66,8 +66,7 @@ class Segmenter(ABC):
             allowed = ", ".join(f.name for f in fields(config))
             raise ConfigError(f"unknown {self.method} setting(s) {', '.join(unknown)}; allowed: {allowed}")
         self.config = replace(config, **settings)
-        if getattr(self.config, "pamr", False):
-            preload_pamr()  # compiled kernels load while the model does
+        preload_kernels()  # the refinement's compiled kernels load while the model does
         if backbone is None:
             backbone = load_backbone(
                 self.config.model, device=device, dtype=dtype, revision=revision, variant=variant, config=model_config

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from test_pins import PINNED, digest, pin_image
+from test_pins import digest, pin_image, pinned
 from toy_method import toy_method_registered
 from zeroseg.cli.app import app
 from zeroseg.rle import decode_rle
@@ -57,7 +57,7 @@ def test_the_command_line_writes_the_pinned_label_maps(tiny_sd_path, tiny_sdxl_p
         result = _run("segment", *inputs, "--model", model, "--out", str(out), "--batch-size", "2", *options)
         assert result.exit_code == 0, result.output
         written = [digest(np.asarray(Image.open(out / f"{n}.png")).astype(np.int32)) for n in ("a", "b")]
-        assert written == PINNED[case], case
+        assert written == pinned(case), case
 
 
 def test_json_output_without_a_vocabulary_has_every_mask(tiny_sd_path, tmp_path):

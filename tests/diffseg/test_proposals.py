@@ -28,7 +28,7 @@ def test_bilinear_taps_hand_computed():
 
 
 @pytest.mark.parametrize("out_size", [(64, 64), (37, 53), (5, 3)])
-def test_matches_interpolate_then_argmax(out_size):
+def test_matches_interpolate_then_argmax(out_size, kernel_form):
     proposals = random_proposals(6, 8, seed=0)
     labels = proposals_to_labels(proposals, out_size)
     up = F.interpolate(proposals[None], size=out_size, mode="bilinear", align_corners=False)[0]
@@ -39,7 +39,7 @@ def test_matches_interpolate_then_argmax(out_size):
     assert torch.equal(labels[clear], expected[clear])
 
 
-def test_chunked_equals_unchunked():
+def test_chunked_equals_unchunked(kernel_form):
     proposals = random_proposals(7, 16, seed=1)
     whole = proposals_to_labels(proposals, (301, 203), block_elements=1 << 30)
     for block in (1, 7 * 203, 7 * 203 * 10 + 5):
@@ -55,7 +55,7 @@ def test_relabelling_matches_relabel_sequential():
     assert same_partition(labels, up.argmax(0))
 
 
-def test_labels_are_contiguous_and_losers_dropped():
+def test_labels_are_contiguous_and_losers_dropped(kernel_form):
     proposals = torch.zeros(3, 2, 2)
     proposals[0, :, 0] = 1.0  # left column
     proposals[2, :, 1] = 1.0  # right column
@@ -66,7 +66,7 @@ def test_labels_are_contiguous_and_losers_dropped():
     assert torch.equal(labels, expected)
 
 
-def test_argmax_ties_go_to_first_proposal():
+def test_argmax_ties_go_to_first_proposal(kernel_form):
     proposals = torch.ones(3, 4, 4)
     assert torch.equal(proposals_to_labels(proposals, (8, 8)), torch.zeros(8, 8, dtype=torch.long))
 

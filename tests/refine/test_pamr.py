@@ -31,23 +31,12 @@ def _reference_pamr(image, masks, num_iter, dilations):
     return m[0]
 
 
-def test_matches_the_official_formulation(pamr_form):
+def test_matches_the_official_formulation(kernel_form):
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(3, 23, 31, generator=gen)
     masks = torch.rand(3, 23, 31, generator=gen)
     got = pamr(image, masks, num_iter=4, dilations=(1, 2, 5))
     torch.testing.assert_close(got, _reference_pamr(image, masks, 4, (1, 2, 5)), atol=1e-5, rtol=1e-5)
-
-
-@pytest.fixture(params=["compiled", "tensor"])
-def pamr_form(request, monkeypatch):
-    """Run a test on the compiled kernels and on the tensor form."""
-    if request.param == "compiled":
-        pytest.importorskip("numba")
-        monkeypatch.delenv("ZEROSEG_PAMR_TENSOR_FORM", raising=False)
-    else:
-        monkeypatch.setenv("ZEROSEG_PAMR_TENSOR_FORM", "1")
-    return request.param
 
 
 @pytest.mark.parametrize(
@@ -59,7 +48,7 @@ def test_compiled_kernels_give_the_bits_of_the_tensor_form(monkeypatch, height, 
     gen = torch.Generator().manual_seed(height * width)
     image, masks = torch.rand(3, height, width, generator=gen), torch.rand(num_masks, height, width, generator=gen)
     compiled = local_affinity(image, dilations), pamr(image, masks, num_iter=num_iter, dilations=dilations)
-    monkeypatch.setenv("ZEROSEG_PAMR_TENSOR_FORM", "1")
+    monkeypatch.setenv("ZEROSEG_TENSOR_FORM", "1")
     tensor = local_affinity(image, dilations), pamr(image, masks, num_iter=num_iter, dilations=dilations)
     assert torch.equal(compiled[0], tensor[0])
     assert torch.equal(compiled[1], tensor[1])
@@ -79,7 +68,7 @@ def test_compiled_kernels_split_rows_across_threads(monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_banding_does_not_change_the_result(monkeypatch, pamr_form):
+def test_banding_does_not_change_the_result(monkeypatch, kernel_form):
     gen = torch.Generator().manual_seed(1)
     image, masks = torch.rand(3, 20, 17, generator=gen), torch.rand(2, 20, 17, generator=gen)
     whole = pamr(image, masks, num_iter=3, dilations=(1, 4))
@@ -102,7 +91,7 @@ def test_constant_map_stays_constant():
     torch.testing.assert_close(pamr(image, masks, num_iter=10, dilations=(1, 2, 4, 8)), masks)
 
 
-def test_mask_edge_snaps_to_image_edge(pamr_form):
+def test_mask_edge_snaps_to_image_edge(kernel_form):
     image = torch.zeros(3, 64, 80)
     image[:, :, 40:] = 1.0
     image += 0.01 * torch.rand(image.shape, generator=torch.Generator().manual_seed(3))
@@ -140,7 +129,7 @@ def test_pamr_rejects_bad_arguments():
         pamr(torch.rand(1, 8, 8), torch.rand(2, 8, 8), num_iter=1, dilations=(1,))
 
 
-def test_affinity_banding_does_not_change_the_weights(monkeypatch, pamr_form):
+def test_affinity_banding_does_not_change_the_weights(monkeypatch, kernel_form):
     image = torch.rand(3, 21, 19, generator=torch.Generator().manual_seed(6))
     whole = local_affinity(image, (1, 2, 5)).contiguous()
     import zeroseg.refine.pamr as module

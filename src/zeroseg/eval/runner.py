@@ -28,7 +28,7 @@ from zeroseg.eval.cache import FeatureCache, hash_key, write_atomic
 from zeroseg.eval.datasets.base import IGNORE, Sample, SegmentationDataset
 from zeroseg.eval.protocols import Protocol
 from zeroseg.eval.report import EvaluationReport, build_report
-from zeroseg.refine.pamr import preload as preload_pamr
+from zeroseg.refine.compiled import preload as preload_kernels
 from zeroseg.refine.stage import Refinement
 
 if TYPE_CHECKING:
@@ -333,8 +333,7 @@ def run(
     if progress is not None and records:
         progress(len(records), len(selected), running.miou)
     cache_key = settings["capture"]
-    if scorer.refinement is not None:
-        preload_pamr()  # compiled kernels load while the first captures run
+    preload_kernels()  # the refinement's compiled kernels load while the first captures run
     timing = RunTiming(extra=dict.fromkeys(scorer.timing_fields, 0.0))
     start = time.perf_counter()
     for batch_start in range(0, len(pending), batch_size):

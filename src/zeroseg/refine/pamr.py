@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from zeroseg.errors import ConfigError
+from zeroseg.refine.compiled import compiled_kernels
 from zeroseg.refine.relabel import relabel_sequential
 from zeroseg.refine.upsample import upsample_argmax
 
@@ -90,41 +89,6 @@ def _view_first(buffer: torch.Tensor, *shape: int) -> torch.Tensor:
     return buffer[: math.prod(shape)].view(*shape)
 
 
-_kernels_lock = threading.Lock()
-_kernels: list = []
-"""The loaded kernels module (or None), once :func:`_load_kernels` has run."""
-
-
-def _tensor_form_requested() -> bool:
-    return os.environ.get("ZEROSEG_PAMR_TENSOR_FORM", "") not in ("", "0")
-
-
-def _load_kernels():
-    with _kernels_lock:
-        if not _kernels:
-            try:
-                from zeroseg.refine import pamr_kernels
-            except ImportError as error:  # numba missing or unusable here: the tensor form gives the same bits
-                logger.info("PAMR runs in its tensor form (%s)", error)
-                pamr_kernels = None
-            if pamr_kernels is not None:
-                pamr_kernels.warm_up()
-            _kernels.append(pamr_kernels)
-        return _kernels[0]
-
-
-def _compiled_kernels():
-    """``zeroseg.refine.pamr_kernels`` when numba is installed and not disabled, else None (tensor form)."""
-    return None if _tensor_form_requested() else _load_kernels()
-
-
-def preload() -> None:
-    """Load PAMR's compiled kernels in a background thread (numba's import and machine-code cache take about
-    0.7 s, the first compilation after installation a few seconds), so that work overlaps model loading."""
-    if not _kernels and not _tensor_form_requested() and not _kernels_lock.locked():
-        threading.Thread(target=_load_kernels, name="zeroseg-pamr-preload", daemon=True).start()
-
-
 def _padded_view(padded: torch.Tensor, pad: int, start: int, stop: int, width: int):
     def view(dy: int, dx: int) -> torch.Tensor:
         return padded[:, pad + start + dy : pad + stop + dy, pad + dx : pad + dx + width]
@@ -174,7 +138,7 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     dilated 3x3 windows (the centre counted once per dilation), taken with replicate padding. The logit of
     neighbour p is ``-|I_c - I_p,c| / (1e-8 + 0.1 * sigma_c)`` averaged over the 3 channels.
 
-    The window sums and logits run in compiled row loops (:mod:`zeroseg.refine.pamr_kernels`) or, without
+    The window sums and logits run in compiled row loops (:mod:`zeroseg.refine.kernels`) or, without
     numba, as in-place tensor operations on row bands; both give the same bits. Logits and softmax go band by
     band through two workspaces allocated once: a fresh large temporary per operation would be a fresh memory
     mapping whose pages fault in one by one.
@@ -194,7 +158,7 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     height, width = image.shape[1:]
     padded = _replicate_pad(image.to(torch.float32), pad)
     variance = torch.empty(3, height, width, dtype=torch.float32)
-    kernels = _compiled_kernels()
+    kernels = compiled_kernels()
     if kernels is not None:
         dys, dxs = kernels.offsets_arrays(offsets)
         args = (padded.numpy(), dys, dxs, len(dils), pad, variance.numpy())
@@ -242,7 +206,7 @@ def _iterate(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], 
     height, width = masks.shape[1:]
     source = _replicate_pad(masks, pad)
     target = torch.empty_like(source)
-    kernels = _compiled_kernels()
+    kernels = compiled_kernels()
     if kernels is not None:
         dys, dxs = kernels.offsets_arrays(offsets)
     for _ in range(int(num_iter)):

@@ -1,14 +1,17 @@
 """Soft maps to labels at a larger size: separable bilinear upsampling, then argmax, in row blocks.
 
 Used wherever labels at the output resolution come from soft maps computed at a smaller one (DiffSeg
-proposals, PAMR-refined masks at a bounded working resolution): integer labels are never resized. The row
-blocks reuse two buffers allocated once, so memory stays ``O(block_elements)`` and no per-block temporary is
-mapped and faulted in.
+proposals, PAMR-refined masks at a bounded working resolution): integer labels are never resized. A compiled
+kernel (:mod:`zeroseg.refine.kernels`) computes every output pixel from its four source samples and keeps the
+argmax, so nothing of the output's size but the labels is written; the tensor form beside it gives the same
+labels with row blocks that reuse two buffers allocated once (memory ``O(block_elements)``).
 """
 
 from __future__ import annotations
 
 import torch
+
+from zeroseg.refine.compiled import compiled_kernels
 
 BLOCK_ELEMENTS = 1 << 22
 """Floats in one (rows, W, K) block of the upsampled maps: 2**22 floats = 16 MiB per buffer."""
@@ -52,6 +55,12 @@ def upsample_argmax(
     maps = maps.to(torch.float32)
     device = maps.device
     x0, x1, wx0, wx1 = bilinear_taps(in_w, width, device)
+    kernels = compiled_kernels() if device.type == "cpu" else None
+    if kernels is not None:
+        labels = torch.empty(height, width, dtype=torch.long)
+        taps = [t.numpy() for t in (x0, x1, wx0, wx1, *bilinear_taps(in_h, height))]
+        kernels.run_rows(kernels.upsample_argmax, (0, height), maps.contiguous().numpy(), *taps, labels.numpy())
+        return labels
     rows = (maps[:, :, x0] * wx0 + maps[:, :, x1] * wx1).permute(1, 2, 0).contiguous()
     y0, y1, wy0, wy1 = bilinear_taps(in_h, height, device)
     labels = torch.empty(height, width, dtype=torch.long, device=device)

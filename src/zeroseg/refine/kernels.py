@@ -1,12 +1,17 @@
-"""Compiled PAMR inner loops (numba), giving the same float32 bits as the tensor formulation in
-``zeroseg.refine.pamr``.
+"""Compiled inner loops of the refinement stage (numba), giving the same float32 bits as the tensor forms in
+:mod:`zeroseg.refine.pamr` and :mod:`zeroseg.refine.upsample` (loaded through :mod:`zeroseg.refine.compiled`).
 
-The tensor form runs one torch operation per neighbour tap over a band of rows, so every tap re-reads and
-re-writes the whole band of sums (memory bound). Here one pass over a row of pixels takes the eight taps of a
-dilation at once and keeps the running sum in registers; the loops over pixels are contiguous in every
+PAMR: the tensor form runs one torch operation per neighbour tap over a band of rows, so every tap re-reads
+and re-writes the whole band of sums (memory bound). Here one pass over a row of pixels takes the eight taps
+of a dilation at once and keeps the running sum in registers; the loops over pixels are contiguous in every
 array, so LLVM vectorises them. The sums run tap by tap in the same order as the tensor form (``out = s_0 *
 w_0``, then ``out = fma(s_p, w_p, out)``, as torch's ``addcmul_``), so both give the same bits. Square roots
 and the softmax stay in torch: its vectorised ``sqrt`` and ``exp`` round differently from libm.
+
+Upsampling to labels: the tensor form writes the width-upsampled maps at full output width and then the
+height pass per block of rows; here each output pixel's bilinear value of every map is computed from the
+four source samples and the argmax kept on the fly, so nothing of the output's size but the labels is
+written.
 
 Each kernel fills rows ``[y0, y1)`` of its output and releases the GIL, so :func:`run_rows` splits the rows
 over a thread pool (torch's thread count). The machine code is cached on disk (``cache=True``): only the
@@ -21,6 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -125,6 +133,64 @@ def propagate(src, weights, dys, dxs, pad, y0, y1, out):  # pragma: no cover - c
                                 + s4[x] * w4[x] + s5[x] * w5[x] + s6[x] * w6[x] + s7[x] * w7[x])  # fmt: skip
 
 
+@intrinsic
+def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
+    """``a * b + c`` with one rounding (LLVM's ``fma``), as torch's vectorised ``addcmul_``."""
+    signature = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, sig, args):
+        f32 = ir.FloatType()
+        fma = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
+        return builder.call(fma, args)
+
+    return signature, codegen
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def _width_pass(maps, row, x0, x1, wx0, wx1, out):  # pragma: no cover - compiled
+    """``out[k, x] = maps[k, row, x0[x]] * wx0[x] + maps[k, row, x1[x]] * wx1[x]`` (two products, one sum)."""
+    for k in range(maps.shape[0]):
+        source, target = maps[k, row], out[k]
+        for x in range(out.shape[1]):
+            target[x] = source[x0[x]] * wx0[x] + source[x1[x]] * wx1[x]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def upsample_argmax(maps, x0, x1, wx0, wx1, y0s, y1s, wy0, wy1, y0, y1, labels):  # pragma: no cover - compiled
+    """Rows [y0, y1) of ``labels[y, x] = argmax_k bilinear(maps[k])(y, x)``, first index on ties, NaN largest.
+
+    maps: (K, h, w) float32; x0/x1/wx0/wx1 and y0s/y1s/wy0/wy1: the 1-D taps of the width and height passes
+    (``zeroseg.refine.upsample.bilinear_taps``); labels: (H, W) int64. Values are computed as the tensor form
+    does: the width pass ``r = m[x0] * wx0 + m[x1] * wx1`` of a source row (kept while consecutive output rows
+    share it), then ``fma(r_lower, wy1, r_upper * wy0)``.
+    """
+    num, width = maps.shape[0], labels.shape[1]
+    upper, lower = np.empty((num, width), np.float32), np.empty((num, width), np.float32)
+    upper_row, lower_row = -1, -1
+    best = np.empty(width, np.float32)
+    for y in range(y0, y1):
+        if y0s[y] != upper_row:
+            if y0s[y] == lower_row:  # the rows move down by one: the lower row becomes the upper one
+                upper, lower, upper_row, lower_row = lower, upper, lower_row, upper_row
+            else:
+                _width_pass(maps, y0s[y], x0, x1, wx0, wx1, upper)
+                upper_row = y0s[y]
+        if y1s[y] != lower_row:
+            _width_pass(maps, y1s[y], x0, x1, wx0, wx1, lower)
+            lower_row = y1s[y]
+        out, w0, w1 = labels[y], wy0[y], wy1[y]
+        for k in range(num):
+            a, b = upper[k], lower[k]
+            for x in range(width):
+                value = _fma(b[x], w1, a[x] * w0)
+                if k == 0:
+                    best[x] = value
+                    out[x] = 0
+                elif value > best[x] or (value != value and best[x] == best[x]):
+                    best[x] = value
+                    out[x] = k
+
+
 def _executor(threads: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _pool_lock:
@@ -166,3 +232,5 @@ def warm_up() -> None:
     channel_variance(image, offsets, offsets, 1, 2, 0, 1, maps)
     affinity_logits(image, maps, offsets, offsets, 2, 0, 0, 1, np.empty((8, 1, 1), np.float32))
     propagate(image, np.empty((8, 1, 1), np.float32), offsets, offsets, 2, 0, 1, np.empty_like(image))
+    taps, weights = np.zeros(1, np.int64), np.ones(1, np.float32)
+    upsample_argmax(maps, taps, taps, weights, weights, taps, taps, weights, weights, 0, 1, np.empty((1, 1), np.int64))
