@@ -294,19 +294,28 @@ def _process(pipeline: Any, writer: Any, jobs: list[tuple[Path, str]], summary: 
     elsewhere: list[tuple[Path, str]] = []  # images another run holds, looked at again later
     waited: set[str] = set()
 
+    def written_already(stem: str) -> bool:
+        """Outputs complete (and not to be redone): count the image as skipped."""
+        if not writer.complete(stem) or (writer.overwrite and stem not in waited):
+            return False
+        summary.skipped += 1
+        summary.by_other_run += 1
+        progress.advance(task)
+        return True
+
     def claimed(pending: list[tuple[Path, str]]) -> Iterator[ImageItem]:
         """Yield the images this run claims, just before the pipeline works on them."""
         for path, stem in pending:
-            if writer.complete(stem) and (not writer.overwrite or stem in waited):
-                summary.skipped += 1
-                summary.by_other_run += 1
-                progress.advance(task)
+            if written_already(stem):
                 continue
             claim = ExitStack()
             if not claim.enter_context(writer.claim(stem)):
                 claim.close()
                 elsewhere.append((path, stem))
                 waited.add(stem)
+                continue
+            if written_already(stem):  # another run wrote it and let go between the first look and the claim
+                claim.close()
                 continue
             held[stem] = claim
             yield ImageItem(path, str(path))
