@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import scipy.linalg
 import torch
 
 from zeroseg.diffcut import assemble_clusters, bipartition, compute_affinity, ncut_values, recursive_ncut
@@ -154,40 +155,76 @@ def test_assemble_clusters_stays_exact_on_deep_chains():
     assert torch.equal(labels, torch.arange(n))
 
 
-def test_eigensolver_failure_gives_a_leaf(monkeypatch):
-    def broken(*args, **kwargs):
-        raise torch.linalg.LinAlgError("did not converge")
+@pytest.fixture(params=[False, True], ids=["fiedler-pair", "whole-spectrum"])
+def solver(request, monkeypatch):
+    """(exact_reference, wrap): ``wrap(make)`` replaces the eigensolver that mode calls by ``make(real)``."""
+    exact = request.param
+    owner, name, error = (
+        (torch.linalg, "eigh", torch.linalg.LinAlgError) if exact else (scipy.linalg, "eigh", scipy.linalg.LinAlgError)
+    )
 
-    monkeypatch.setattr(torch.linalg, "eigh", broken)
+    def wrap(make):
+        monkeypatch.setattr(owner, name, make(getattr(owner, name), error))
+
+    return exact, wrap
+
+
+def test_eigensolver_failure_gives_a_leaf(solver):
+    exact, wrap = solver
+
+    def broken(real, error):
+        def call(*args, **kwargs):
+            raise error("did not converge")
+
+        return call
+
+    wrap(broken)
     w = _affinity(quadrant_labels(8))
-    assert bipartition(w) is None
-    assert torch.equal(recursive_ncut(w, tau=0.5), torch.zeros(64, dtype=torch.long))
+    assert bipartition(w, exact_reference=exact) is None
+    assert torch.equal(recursive_ncut(w, tau=0.5, exact_reference=exact), torch.zeros(64, dtype=torch.long))
 
 
-def test_eigensolver_failure_below_the_root_keeps_the_region(monkeypatch):
-    real = torch.linalg.eigh
+def test_eigensolver_failure_below_the_root_keeps_the_region(solver):
+    exact, wrap = solver
     calls = []
 
-    def fail_after_root(matrix):
-        calls.append(matrix.shape[0])
-        if len(calls) > 1:
-            raise torch.linalg.LinAlgError("did not converge")
-        return real(matrix)
+    def fail_after_root(real, error):
+        def call(matrix, *args, **kwargs):
+            calls.append(matrix.shape[0])
+            if len(calls) > 1:
+                raise error("did not converge")
+            return real(matrix, *args, **kwargs)
 
-    monkeypatch.setattr(torch.linalg, "eigh", fail_after_root)
-    labels = recursive_ncut(_affinity(quadrant_labels(8)), tau=0.5)
+        return call
+
+    wrap(fail_after_root)
+    labels = recursive_ncut(_affinity(quadrant_labels(8)), tau=0.5, exact_reference=exact)
     assert int(labels.max()) == 1 and len(calls) == 3  # root split accepted, both children leaves
 
 
-def test_non_finite_eigenvectors_give_a_leaf(monkeypatch):
-    real = torch.linalg.eigh
+def test_non_finite_eigenvectors_give_a_leaf(solver):
+    exact, wrap = solver
 
-    def nan_vectors(matrix):
-        values, vectors = real(matrix)
-        return values, torch.full_like(vectors, float("nan"))
+    def nan_vectors(real, error):
+        def call(*args, **kwargs):
+            values, vectors = real(*args, **kwargs)
+            return values, vectors * float("nan")
 
-    monkeypatch.setattr(torch.linalg, "eigh", nan_vectors)
-    assert bipartition(_affinity(quadrant_labels(8))) is None
+        return call
+
+    wrap(nan_vectors)
+    assert bipartition(_affinity(quadrant_labels(8)), exact_reference=exact) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_both_solvers_split_planted_graphs_alike(seed):
+    """Near-disconnected blocks make the two smallest eigenvalues equal in float32, so the solvers may return
+    different vectors of that eigenspace (``a * 1 + b * y``); the split they threshold to must not differ."""
+    for labels in (quadrant_labels(8), (torch.arange(8)[:, None] >= 3).long().expand(8, 8)):
+        w = _affinity(labels, seed=seed, noise=0.2)
+        fast, full = bipartition(w), bipartition(w, exact_reference=True)
+        assert torch.equal(fast.side, full.side) or torch.equal(fast.side, ~full.side)
+        assert fast.ncut == pytest.approx(full.ncut, rel=1e-4, abs=1e-6)
 
 
 def test_exact_reference_idx2keep_quirk():

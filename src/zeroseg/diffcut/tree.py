@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -275,7 +276,7 @@ def build_ncut_tree(
     num_nodes = affinity.shape[0]
     has_zero = (affinity == 0).any(1) if exact_reference else None
     if split is None:
-        split = bipartition
+        split = functools.partial(bipartition, exact_reference=exact_reference)
 
     # Same traversal as recursive_ncut: (members, level, parent id); LIFO, "y > threshold" side first.
     records: list[dict[str, Any]] = []
