@@ -8,10 +8,10 @@ array, so LLVM vectorises them. The sums run tap by tap in the same order as the
 w_0``, then ``out = fma(s_p, w_p, out)``, as torch's ``addcmul_``), so both give the same bits. Square roots
 and the softmax stay in torch: its vectorised ``sqrt`` and ``exp`` round differently from libm.
 
-Upsampling to labels: the tensor form writes the width-upsampled maps at full output width and then the
-height pass per block of rows; here each output pixel's bilinear value of every map is computed from the
-four source samples and the argmax kept on the fly, so nothing of the output's size but the labels is
-written.
+Upsampling to labels: the tensor form writes the width-upsampled maps at full output width for every source
+row and then the height pass per block of rows; here the width pass of the two source rows an output row needs
+is kept while consecutive output rows share them, and every output pixel's argmax is taken on the fly, so
+nothing of the output's size but the labels is written.
 
 Each kernel fills rows ``[y0, y1)`` of its output and releases the GIL, so :func:`run_rows` splits the rows
 over a thread pool (torch's thread count). The machine code is cached on disk (``cache=True``): only the
