@@ -3,8 +3,8 @@
 The pins (``pinned_outputs.json``) were written from the backbone code before the family adapters existed, so
 any refactor of loading, encoding or capture must reproduce them exactly. They depend on the float kernels (torch
 build, CPU vendor and instruction set, see :mod:`pin_machine`), so they are kept per machine key and compared only
-where this machine's were recorded; record them with ``PYTHONPATH=tests python tests/backbones/test_pinned_outputs.py --write``
-(on a new kind of machine, or after a deliberate change).
+where this machine's were recorded; record them (on a new kind of machine, or after a deliberate change) with
+``PYTHONPATH=tests python tests/backbones/test_pinned_outputs.py --write``.
 """
 
 from __future__ import annotations

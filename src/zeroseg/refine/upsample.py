@@ -3,8 +3,8 @@
 Used wherever labels at the output resolution come from soft maps computed at a smaller one (DiffSeg
 proposals, PAMR-refined masks at a bounded working resolution): integer labels are never resized. A compiled
 kernel (:mod:`zeroseg.refine.kernels`) computes every output pixel from the width pass of its two source rows
-and keeps the argmax, so nothing of the output's size but the labels is written; the tensor form beside it gives the same
-labels with row blocks that reuse two buffers allocated once (memory ``O(block_elements)``).
+and keeps the argmax, so nothing of the output's size but the labels is written; the tensor form beside it
+gives the same labels with row blocks that reuse two buffers allocated once (memory ``O(block_elements)``).
 """
 
 from __future__ import annotations
