@@ -28,11 +28,10 @@ from peak_memory import PeakWindow
 
 from zeroseg import build_pipeline
 from zeroseg.backbones import load_backbone
-from zeroseg.testing import make_tiny_model, real_architecture_backbone
+from zeroseg.testing import ARCHITECTURE_FAMILY, make_tiny_model, real_architecture_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "examples" / "astronaut.jpg"
-TINY_FAMILY = {"sd14": "sd", "ssd1b": "sdxl", "sdxl": "sdxl"}
 
 
 def _sync(device: torch.device) -> None:
@@ -67,7 +66,7 @@ def _time_call(pipeline, images: list[Path], device: torch.device) -> tuple[floa
 def _backbone(arch: str, device: torch.device, dtype: torch.dtype, tiny_root: Path | None):
     if tiny_root is None:
         return real_architecture_backbone(arch, device=device, dtype=dtype)
-    folder = make_tiny_model(tiny_root / arch, TINY_FAMILY[arch])
+    folder = make_tiny_model(tiny_root / arch, ARCHITECTURE_FAMILY[arch])
     return load_backbone(str(folder), device=device, dtype=dtype)
 
 

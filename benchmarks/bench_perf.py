@@ -97,16 +97,12 @@ def _load_compiled_kernels() -> None:
         ("zeroseg.refine.compiled", "compiled_kernels"),
         ("zeroseg.refine.pamr", "_compiled_kernels"),
     ):
-        function = getattr(importlib.import_module(module), loader, None) if _has_module(module) else None
-        if function is not None:
-            function()
-            return
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+        try:
+            function = getattr(importlib.import_module(module), loader)
+        except (ImportError, AttributeError):
+            continue
+        function()
+        return
 
 
 def worker(stage: str, repeats: int, threads: int) -> None:

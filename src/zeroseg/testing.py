@@ -63,8 +63,11 @@ VAE_ARCHITECTURE: dict[str, Any] = {
 }
 """The KL VAE of every released SD 1.x and SDXL-family model (they differ only in ``scaling_factor``)."""
 
-_FAMILY_OF_ARCHITECTURE = {"sd14": ("sd", 0.18215, 77, 768), "sdxl": ("sdxl", 0.13025, 77, 2048)}
-_FAMILY_OF_ARCHITECTURE["ssd1b"] = _FAMILY_OF_ARCHITECTURE["sdxl"]
+ARCHITECTURE_FAMILY = {"sd14": "sd", "sdxl": "sdxl", "ssd1b": "sdxl"}
+"""The backbone family of each architecture in :data:`UNET_ARCHITECTURES`."""
+
+PROMPT_TOKENS = 77
+"""Length of the text conditioning of every released SD-family model (CLIP's context)."""
 
 
 def make_tiny_model(path: str | Path, family: str = "sd", *, seed: int = 0) -> Path:
@@ -117,10 +120,12 @@ def real_architecture_backbone(
     from diffusers import AutoencoderKL
 
     from zeroseg.backbones import Backbone
+    from zeroseg.backbones.families import get_family
     from zeroseg.backbones.families.unet import alphas_cumprod
     from zeroseg.backbones.tiny_parts import SCHEDULER
 
-    family, scaling_factor, tokens, width = _FAMILY_OF_ARCHITECTURE[name]
+    family, config = ARCHITECTURE_FAMILY[name], UNET_ARCHITECTURES[name]
+    scaling_factor = get_family(family).tiny_vae_scaling_factor  # the released VAEs' factor
     device = torch.device(device)
     unet = real_architecture_unet(name, dtype=dtype, seed=seed).to(device)
     vae = AutoencoderKL(**VAE_ARCHITECTURE, scaling_factor=scaling_factor).eval().requires_grad_(False).to(device)
@@ -137,11 +142,13 @@ def real_architecture_backbone(
     )
     gen = torch.Generator().manual_seed(seed)
     for size in image_sizes:
-        hidden = torch.randn(1, tokens, width, generator=gen).to(device=device, dtype=dtype)
+        hidden = torch.randn(1, PROMPT_TOKENS, config["cross_attention_dim"], generator=gen)
+        hidden = hidden.to(device=device, dtype=dtype)
         added = None
-        if family == "sdxl":
+        if config.get("addition_embed_type") == "text_time":  # pooled text embedding + six size ids
+            pooled_width = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
             time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=dtype, device=device)
-            pooled = torch.randn(1, 1280, generator=gen).to(device=device, dtype=dtype)
+            pooled = torch.randn(1, pooled_width, generator=gen).to(device=device, dtype=dtype)
             added = {"text_embeds": pooled, "time_ids": time_ids}
         backbone.override_conditioning(size, hidden, added)
     return backbone
