@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from zeroseg.backbones import get_family
-from zeroseg.backbones.capture import _run_unet, capture_features, capture_self_attention, feature_layer
+from zeroseg.backbones.capture import _run_unet, capture_features, capture_self_attention
 from zeroseg.testing import real_architecture_unet
 
 
@@ -100,7 +100,7 @@ def main() -> None:
         if args.only in (None, "sdxl"):
             unet = real_architecture_unet("sdxl", dtype=dtype).to(device)
             backbone = _FakeBackbone(unet, device, dtype, get_family("sdxl"))
-            layer_name = feature_layer(unet)[0]
+            layer_name = backbone.adapter.feature_layer(unet)[0]
             for size in (int(s) for s in args.sizes.split(",")):
                 latents = torch.randn(1, 4, size // 8, size // 8, dtype=dtype, device=device)
                 cond = _conditioning("sdxl", 1, size, dtype, device)

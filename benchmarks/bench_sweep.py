@@ -30,8 +30,8 @@ import torch
 
 from zeroseg import create_segmenter
 from zeroseg.eval.cache import FeatureCache
+from zeroseg.eval.matching_scorer import refinement_of
 from zeroseg.eval.protocols import method_protocol, resize_image
-from zeroseg.eval.run import refinement_of
 
 
 def synthetic_images(count: int, side: int, seed: int = 0) -> list[torch.Tensor]:

@@ -21,7 +21,7 @@ import torch
 from zeroseg.pipeline import build_pipeline
 from zeroseg.testing import make_tiny_model
 from zeroseg.types import SegmentationResult
-from zeroseg.web.service import TAU_MAX, SegmentService
+from zeroseg.web.service import SegmentService
 from zeroseg.web.sessions import SessionStore
 
 OUTPUT = (768, 1024)
@@ -82,10 +82,10 @@ def main() -> None:
 
 
 def bench_diffcut(model, store, service, image, repeats: int, *, pamr_rows: bool) -> None:  # noqa: ANN001
-    diffcut = build_pipeline("diffcut", model=model, keep_capture=True, keep_tree=TAU_MAX)
+    diffcut = build_pipeline("diffcut", model=model, keep_capture=True, keep_tree=True)
     capture = {"features": smooth_features(1280, 32, seed=0)}
     start = time.perf_counter()
-    tree = diffcut.segmenter.ncut_tree(capture, max_tau=TAU_MAX)
+    tree = diffcut.segmenter.build_tree(capture)
     print(f"{'diffcut':8} {'NCut tree up to tau 0.9 (per upload)':34} {time.perf_counter() - start:8.2f}")
     start = time.perf_counter()
     direct = build_pipeline("diffcut", model=model, keep_capture=True)  # no tree: the NCut runs again

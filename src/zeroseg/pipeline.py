@@ -27,6 +27,7 @@ from PIL import Image
 
 from zeroseg.errors import ConfigError, ZeroSegError, one_line
 from zeroseg.image import load_image, to_tensor
+from zeroseg.refine.relabel import canonical_labels
 from zeroseg.types import Segment, SegmentationResult, segments_of
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,12 @@ class Pipeline:
         batch_size: images per backbone pass.
         keep_capture: keep each image's capture in its result, so :meth:`resegment` can redo the method with
             other settings without a backbone pass (the web UI does this).
-        keep_tree: for methods with an NCut tree (DiffCut), build it up to this largest tau and keep it in each
-            result (``result.tree``); :meth:`resegment` at a tau up to it then reads the cut from the tree.
+        keep_tree: for methods that offer a segment tree (:attr:`Segmenter.tree_spec`, DiffCut's NCut tree), build
+            it and keep it in each result (``result.tree``): ``True`` up to the spec's bound, a number up to that
+            value; :meth:`resegment` within the bound then reads the cut from the tree.
+
+    Every label map carries canonical segment ids (:func:`zeroseg.refine.relabel.canonical_labels`: raster order
+    of each segment's first pixel), whatever the method's internal order, so ids do not follow float noise.
     """
 
     def __init__(
@@ -80,7 +85,7 @@ class Pipeline:
         batch_size: int = 1,
         keep_capture: bool = False,
         naming_settings: dict[str, Any] | None = None,
-        keep_tree: float | None = None,
+        keep_tree: bool | float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"must be at least 1 (got {batch_size})", setting="batch_size")
@@ -181,13 +186,13 @@ class Pipeline:
             return Failure(entry.source, f"{entry.source or 'image'}: {type(exc).__name__}: {one_line(exc)}", exc)
 
     def _tree_for(self, capture: dict[str, Any], kept: Any) -> Any:
-        """The NCut tree to cut (``kept`` when it fits the settings), or None when trees are off or unsupported."""
-        if self.keep_tree is None or not hasattr(self.segmenter, "ncut_tree"):
+        """The segment tree to cut (``kept`` when it fits the settings), or None when trees are off or unsupported."""
+        if self.keep_tree in (None, False) or self.segmenter.tree_spec is None:
             return None
-        cfg = self.segmenter.config
-        if kept is not None and kept.fits(tau=cfg.tau, alpha=cfg.alpha, exact_reference=cfg.exact_reference):
+        if kept is not None and self.segmenter.tree_fits(kept):
             return kept
-        return self.segmenter.ncut_tree(capture, max_tau=max(self.keep_tree, cfg.tau))
+        bound = None if self.keep_tree is True else float(self.keep_tree)
+        return self.segmenter.build_tree(capture, bound=bound)
 
     def _finish(
         self, entry: _Loaded, capture: dict[str, Any], *, capture_seconds: float, tree: Any = None
@@ -197,7 +202,7 @@ class Pipeline:
         tree = self._tree_for(capture, tree)
         extra = {"tree": tree} if tree is not None else {}
         labels = self.segmenter.segment_capture(capture, output_size=size, image=entry.tensor, **extra)
-        labels = labels.numpy().astype(np.int32) if isinstance(labels, torch.Tensor) else np.asarray(labels, np.int32)
+        labels = canonical_labels(labels)
         timings = {"load": entry.load_seconds, "capture": capture_seconds, "segment": time.perf_counter() - start}
         segments = None
         if self.namer is not None:
@@ -255,7 +260,7 @@ def build_pipeline(
     naming: NamingOptions | None = None,
     batch_size: int = 1,
     keep_capture: bool = False,
-    keep_tree: float | None = None,
+    keep_tree: bool | float | None = None,
     backbone: Any = None,
     config: Any = None,
     **settings: Any,

@@ -11,12 +11,13 @@ import copy
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import torch
 
-from zeroseg.backbones import Backbone, add_noise, empty_prompt_conditioning, encode_images, load_backbone
+from zeroseg.backbones import add_noise, empty_prompt_conditioning, encode_images, load_backbone
+from zeroseg.backbones.backbone import Backbone
 from zeroseg.errors import ConfigError
 from zeroseg.image import resize
 from zeroseg.options import capture_fields
@@ -26,6 +27,21 @@ from zeroseg.types import SegmentationResult
 logger = logging.getLogger(__name__)
 
 ImageInput = Any  # a path, a PIL image, an (H, W, 3) array or a (3, H, W) tensor in [0, 1]
+
+
+@dataclass(frozen=True)
+class TreeSpec:
+    """The reusable state a method offers: a segment tree built once per capture, from which the label map at
+    any value of one setting up to a bound is read without clustering again (DiffCut's NCut tree and ``tau``).
+
+    Attributes:
+        setting: the method setting the tree answers (``"tau"``).
+        bound: the largest value of that setting a kept tree is built for (or the run's own, when larger); the
+            web page's slider ends there.
+    """
+
+    setting: str
+    bound: float
 
 
 class Segmenter(ABC):
@@ -44,6 +60,8 @@ class Segmenter(ABC):
 
     method: ClassVar[str]
     config_class: ClassVar[type]
+    tree_spec: ClassVar[TreeSpec | None] = None
+    """The segment tree this method can keep (:meth:`build_tree`), or ``None`` when it has none."""
 
     def __init__(
         self,
@@ -144,8 +162,19 @@ class Segmenter(ABC):
         *,
         output_size: tuple[int, int],
         image: torch.Tensor | None = None,
+        tree: Any = None,
     ) -> torch.Tensor:
-        """Cluster one image's capture into an ``(H, W)`` label map of ``output_size`` (contiguous ids)."""
+        """Cluster one image's capture into an ``(H, W)`` label map of ``output_size`` (contiguous ids, in the
+        method's own order); with ``tree`` (:meth:`build_tree` of this capture) the clustering is read from it."""
+
+    def build_tree(self, capture: dict[str, torch.Tensor], *, bound: float | None = None) -> Any:
+        """The segment tree of a capture with this config, built up to ``bound`` (default: the spec's bound, or
+        the config's own value when larger); only for methods whose :attr:`tree_spec` is set."""
+        raise ConfigError(f"{self.method} keeps no segment tree")
+
+    def tree_fits(self, tree: Any) -> bool:
+        """Whether ``tree`` (from :meth:`build_tree`) still answers this config."""
+        return False
 
     def capture_images(self, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """:meth:`capture` for ``(3, H, W)`` images of any sizes, resized to the square input and run together."""

@@ -119,7 +119,7 @@ def real_architecture_backbone(
     """
     from diffusers import AutoencoderKL
 
-    from zeroseg.backbones import Backbone
+    from zeroseg.backbones.backbone import Backbone
     from zeroseg.backbones.families import get_family
     from zeroseg.backbones.families.unet import alphas_cumprod
     from zeroseg.backbones.tiny_parts import SCHEDULER

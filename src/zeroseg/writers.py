@@ -155,14 +155,18 @@ def result_to_json(result: SegmentationResult) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Format:
-    """One output format: the file it writes and how."""
+    """One output format: the file it writes, how, and what a result needs for it.
+
+    ``needs`` names what the run must offer: ``"names"`` (segments named from a vocabulary) or ``"tree"`` (a
+    method that keeps a segment tree, :attr:`zeroseg.segmenter.Segmenter.tree_spec`);
+    :func:`zeroseg.folder_run.resolve_formats` checks them before a model loads.
+    """
 
     name: str
     suffix: str  # appended to the stem
     write: Callable[[SegmentationResult, Path, bool], None]
     help: str
-    needs_names: bool = False
-    needs_tree: bool = False
+    needs: frozenset[str] = frozenset()
 
 
 def _write_png(result: SegmentationResult, path: Path, overwrite: bool) -> None:
@@ -196,9 +200,21 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format("png", ".png", _write_png, "label map, a palette PNG of segment ids"),
         Format("overlay", "_overlay.jpg", _write_image(render_overlay, 90), "colour overlay with boundaries"),
-        Format("labelled", "_labelled.jpg", _write_image(render_labelled, 92), "overlay with names", needs_names=True),
+        Format(
+            "labelled",
+            "_labelled.jpg",
+            _write_image(render_labelled, 92),
+            "overlay with names",
+            needs=frozenset({"names"}),
+        ),
         Format("json", ".json", _write_json(result_to_json), "every segment with bbox and COCO RLE mask"),
-        Format("tree", "_tree.json", _write_json(_tree_json), "DiffCut's NCut tree", needs_tree=True),
+        Format(
+            "tree",
+            "_tree.json",
+            _write_json(_tree_json),
+            "the segment tree (DiffCut's NCut tree)",
+            needs=frozenset({"tree"}),
+        ),
     )
 }
 DEFAULT_FORMATS = ("png", "overlay")
@@ -254,10 +270,10 @@ class OutputWriter:
         written = []
         for name, path in self.targets(stem).items():
             spec = FORMATS[name]
-            if spec.needs_names and not result.named:
+            if "names" in spec.needs and not result.named:
                 raise ConfigError(f"the `{name}` output needs named segments (give a vocabulary or labels)")
-            if spec.needs_tree and result.tree is None:
-                raise ConfigError(f"the `{name}` output needs the NCut tree (DiffCut only)")
+            if "tree" in spec.needs and result.tree is None:
+                raise ConfigError(f"the `{name}` output needs the segment tree (build the pipeline with keep_tree)")
             if path.exists() and not self.overwrite:
                 continue
             ensure_folder(path.parent)

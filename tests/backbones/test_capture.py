@@ -12,8 +12,6 @@ from zeroseg.backbones import (
     capture_self_attention,
     empty_prompt_conditioning,
     encode_images,
-    feature_layer,
-    self_attention_layers,
 )
 from zeroseg.backbones.capture import AttentionProbabilityRecorder, _AttentionAccumulator
 
@@ -38,7 +36,7 @@ def _record_attn1_inputs(backbone, latents, conditioning) -> dict[str, torch.Ten
     """Run the unmodified UNet and keep the hidden states entering every self-attention module."""
     seen: dict[str, torch.Tensor] = {}
     handles = []
-    for layer in self_attention_layers(backbone.unet, latents.shape[-1]):
+    for layer in backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1]):
 
         def pre_hook(_module, args, kwargs, name=layer.name):
             seen[name] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
@@ -53,7 +51,7 @@ def _record_attn1_inputs(backbone, latents, conditioning) -> dict[str, torch.Ten
 
 
 def test_sd_topology_has_sixteen_layers_over_four_sides(sd_backbone):
-    layers = self_attention_layers(sd_backbone.unet, SIZE // 8)
+    layers = sd_backbone.adapter.self_attention_layers(sd_backbone.unet, SIZE // 8)
     assert Counter(layer.side for layer in layers) == {16: 5, 8: 5, 4: 5, 2: 1}
     assert layers[0].name == "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
     assert all(layer.name.endswith("attn1") for layer in layers)
@@ -62,7 +60,7 @@ def test_sd_topology_has_sixteen_layers_over_four_sides(sd_backbone):
 def test_discovered_sides_match_the_token_grids_seen_at_run_time(backbone):
     latents, conditioning = _inputs(backbone)
     seen = _record_attn1_inputs(backbone, latents, conditioning)
-    layers = self_attention_layers(backbone.unet, latents.shape[-1])
+    layers = backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1])
     assert set(seen) == {layer.name for layer in layers}
     for layer in layers:
         assert seen[layer.name].shape[1] == layer.side**2, layer.name
@@ -72,7 +70,7 @@ def test_captured_attention_equals_naive_recomputation_from_q_and_k(backbone):
     latents, conditioning = _inputs(backbone, batch=2)
     inputs = _record_attn1_inputs(backbone, latents, conditioning)
     expected: dict[int, list[torch.Tensor]] = defaultdict(list)
-    for layer in self_attention_layers(backbone.unet, latents.shape[-1]):
+    for layer in backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1]):
         attn, x = layer.module, inputs[layer.name]
         with torch.inference_mode():
             q, k = attn.to_q(x), attn.to_k(x)
@@ -101,7 +99,7 @@ def test_maps_are_row_stochastic(backbone):
 def test_recorder_leaves_the_unet_output_unchanged(backbone):
     latents, conditioning = _inputs(backbone)
     plain = _unet_output(backbone, latents, conditioning)
-    layers = self_attention_layers(backbone.unet, latents.shape[-1])
+    layers = backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1])
     accumulator = _AttentionAccumulator(len(layers))
     originals = {layer.name: layer.module.processor for layer in layers}
     try:
@@ -139,14 +137,20 @@ def test_only_requested_sides_are_materialised_and_forward_stops_early(sd_backbo
 
 def test_feature_layer_is_the_last_encoder_self_attention(sd_backbone, sdxl_backbone):
     # SD 1.x: the last down block has no attention, so the layer is in down_blocks[-2].
-    assert feature_layer(sd_backbone.unet)[0] == "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
+    assert (
+        sd_backbone.adapter.feature_layer(sd_backbone.unet)[0]
+        == "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
+    )
     # SDXL: down_blocks[-1], last of its (here two) transformer layers.
-    assert feature_layer(sdxl_backbone.unet)[0] == "down_blocks.2.attentions.1.transformer_blocks.1.attn1"
+    assert (
+        sdxl_backbone.adapter.feature_layer(sdxl_backbone.unet)[0]
+        == "down_blocks.2.attentions.1.transformer_blocks.1.attn1"
+    )
 
 
 def test_early_exit_features_equal_full_forward_features(backbone):
     latents, conditioning = _inputs(backbone, batch=2)
-    name, module = feature_layer(backbone.unet)
+    name, module = backbone.adapter.feature_layer(backbone.unet)
     hooked: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: hooked.append(out.clone()))
     decoder_calls = []
@@ -167,7 +171,7 @@ def test_early_exit_features_equal_full_forward_features(backbone):
 
 def test_features_are_taken_before_the_residual_add(sd_backbone):
     latents, conditioning = _inputs(sd_backbone)
-    _, module = feature_layer(sd_backbone.unet)
+    _, module = sd_backbone.adapter.feature_layer(sd_backbone.unet)
     block_inputs: list[torch.Tensor] = []
     parent = next(m for m in sd_backbone.unet.modules() if getattr(m, "attn1", None) is module)
     handle = parent.norm1.register_forward_hook(lambda _m, _i, out: block_inputs.append(out.clone()))

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from zeroseg.backbones import empty_prompt_conditioning, family_names, get_family, load_backbone, register_family
-from zeroseg.backbones.capture import feature_layer, self_attention_layers
 from zeroseg.backbones.families import detect_folder_family
 from zeroseg.errors import ConfigError, WeightsNotFoundError
 from zeroseg.testing import make_tiny_model
@@ -68,13 +67,6 @@ def test_loaded_backbone_checks_its_own_divisor(sd_backbone, sdxl_backbone):
     with pytest.raises(ConfigError, match="multiple of 64") as info:
         sd_backbone.check_image_size(96)
     assert sd_backbone.model in str(info.value)
-
-
-def test_adapter_layer_discovery_is_what_capture_exports(backbone):
-    adapter = backbone.adapter
-    names = [layer.name for layer in adapter.self_attention_layers(backbone.unet, 16)]
-    assert names == [layer.name for layer in self_attention_layers(backbone.unet, 16)]
-    assert adapter.feature_layer(backbone.unet)[0] == feature_layer(backbone.unet)[0]
 
 
 def test_tiny_models_come_from_the_registry(tmp_path):

@@ -220,4 +220,4 @@ def test_the_tree_output_holds_the_ncut_tree_of_each_image(tiny_sdxl_path, tiny_
     labels = np.asarray(Image.open(out / "a.png"))
     assert tree.max_tau >= 0.9 and tree.num_segments(0.5) == labels.max() + 1
     refused = _run(*args, "--model", str(tiny_sd_path), "--method", "diffseg")
-    assert refused.exit_code == 1 and "needs a method with an NCut tree" in refused.output
+    assert refused.exit_code == 1 and "needs a method with a segment tree (diffcut)" in refused.output

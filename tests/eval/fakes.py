@@ -32,23 +32,26 @@ class FakeSegmenter:
 
     ``capture`` average-pools the image to an 8x8 colour grid ("features"); ``segment_capture`` labels each cell
     by its dominant channel when that channel exceeds ``tau``, else 3 ("dark"), and upsamples with nearest.
+    ``capture_dtype`` is the dtype of the captured grid (a backbone running in half or bfloat16 precision).
     """
 
     def __init__(self, method: str = "diffseg", config: FakeConfig | None = None, image_size: int = 32,
-                 calls: list[int] | None = None) -> None:  # fmt: skip
+                 calls: list[int] | None = None, capture_dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
         self.method = method
         self.config = config or FakeConfig()
         self.image_size = image_size
         self.calls = calls if calls is not None else [0]
+        self.capture_dtype = capture_dtype
 
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         assert images.shape[1:] == (3, self.image_size, self.image_size)
         self.calls[0] += images.shape[0]
         pooled = F.adaptive_avg_pool2d(images, 8)
-        return [{"features": p.clone()} for p in pooled]
+        return [{"features": p.to(self.capture_dtype, copy=True)} for p in pooled]
 
     def capture_key(self) -> dict[str, Any]:
-        return {"model": "fake", "image_size": self.image_size, "method": self.method}
+        dtype = str(self.capture_dtype).replace("torch.", "")
+        return {"model": "fake", "image_size": self.image_size, "method": self.method, "dtype": dtype}
 
     def segment_capture(
         self, capture: dict[str, torch.Tensor], *, output_size: tuple[int, int], image: torch.Tensor | None = None
@@ -60,7 +63,8 @@ class FakeSegmenter:
         return up[0, 0].long()
 
     def with_config(self, **overrides: Any) -> FakeSegmenter:
-        return FakeSegmenter(self.method, dataclasses.replace(self.config, **overrides), self.image_size, self.calls)
+        config = dataclasses.replace(self.config, **overrides)
+        return FakeSegmenter(self.method, config, self.image_size, self.calls, self.capture_dtype)
 
 
 def quadrant_image(order: tuple[int, int, int, int], size: int = 32) -> tuple[np.ndarray, np.ndarray]:

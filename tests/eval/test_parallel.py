@@ -7,8 +7,8 @@ import pytest
 from zeroseg.errors import ConfigError
 from zeroseg.eval.api import make_plan
 from zeroseg.eval.datasets import create_dataset
+from zeroseg.eval.matching_scorer import evaluate
 from zeroseg.eval.parallel import merge_shards, run_on_devices
-from zeroseg.eval.run import evaluate
 
 from .fakes import FakeConfig, FakeSegmenter
 

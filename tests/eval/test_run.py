@@ -12,9 +12,9 @@ from PIL import Image
 from zeroseg.eval.cache import FeatureCache
 from zeroseg.eval.datasets import create_dataset
 from zeroseg.eval.matching import match_image
+from zeroseg.eval.matching_scorer import evaluate, sweep
 from zeroseg.eval.metrics import IoUAccumulator
 from zeroseg.eval.report import write_report
-from zeroseg.eval.run import evaluate, sweep
 
 from .fakes import FakeConfig, FakeSegmenter, quadrant_image, write_png
 
@@ -214,9 +214,9 @@ def test_resumed_run_with_a_new_predictions_folder_writes_every_prediction(quadr
 
 
 def test_self_refining_method_is_refined_after_the_background_merge(tmp_path):
+    from zeroseg.eval.loop import RunTiming, score_capture
+    from zeroseg.eval.matching_scorer import MatchingScorer
     from zeroseg.eval.protocols import get_protocol
-    from zeroseg.eval.run import MatchingScorer
-    from zeroseg.eval.runner import RunTiming, score_capture
     from zeroseg.refine.pamr import refine_labels
     from zeroseg.refine.stage import Refinement
 

@@ -122,9 +122,9 @@ def test_summary_averages_images_not_pixels():
 def test_forced_pamr_refines_upsampled_segments_of_methods_without_their_own():
     import torch
 
+    from zeroseg.eval.loop import RunTiming, Scored, score_capture
     from zeroseg.eval.open_vocabulary import NamingScorer, segment_at_eval_size
     from zeroseg.eval.protocols import OPEN_VOCABULARY_REFINEMENT
-    from zeroseg.eval.runner import RunTiming, Scored, score_capture
     from zeroseg.refine.pamr import refine_labels
 
     class Blocky:  # a segmenter that does not refine itself (as DiffSeg)

@@ -5,12 +5,7 @@ Family-specific behaviour lives in one adapter per family (:mod:`zeroseg.backbon
 """
 
 from zeroseg.backbones.backbone import Backbone
-from zeroseg.backbones.capture import (
-    capture_features,
-    capture_self_attention,
-    feature_layer,
-    self_attention_layers,
-)
+from zeroseg.backbones.capture import capture_features, capture_self_attention
 from zeroseg.backbones.encode import add_noise, empty_prompt_conditioning, encode_images
 from zeroseg.backbones.families import BackboneFamily, family_names, get_family, register_family
 from zeroseg.backbones.hub import HubUnreachableError
@@ -28,11 +23,9 @@ __all__ = [
     "empty_prompt_conditioning",
     "encode_images",
     "family_names",
-    "feature_layer",
     "get_family",
     "load_backbone",
     "register_family",
     "resolve_device",
     "resolve_model",
-    "self_attention_layers",
 ]

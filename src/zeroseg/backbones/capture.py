@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from zeroseg.backbones.backbone import Backbone
-from zeroseg.backbones.families import AttentionLayer, Conditioning
-from zeroseg.backbones.families.unet import unet_feature_layer, unet_self_attention_layers
+from zeroseg.backbones.families import Conditioning
 
 # Elements of one block of attention scores (heads x query rows x keys): about 8 MiB on CPU, to stay in the
 # last-level cache; far larger on CUDA, where bigger kernels are faster.
@@ -24,19 +23,6 @@ BLOCK_ELEMENTS = {False: 1 << 21, True: 1 << 27}
 
 class _StopForward(Exception):
     """Raised inside the UNet once everything needed is captured, to skip the rest of the forward pass."""
-
-
-def self_attention_layers(unet: Any, latent_side: int) -> list[AttentionLayer]:
-    """Every self-attention (``attn1``) module of a UNet, in forward order, with its token-grid side."""
-    return unet_self_attention_layers(unet, latent_side)
-
-
-def feature_layer(unet: Any) -> tuple[str, Any]:
-    """DiffCut's layer of a UNet: ``attn1`` of the last transformer block of the last down block with attention.
-
-    SDXL family: ``down_blocks[-1]``; SD 1.x/2.x: ``down_blocks[-2]`` (their last down block has no attention).
-    """
-    return unet_feature_layer(unet)
 
 
 class _AttentionAccumulator:

@@ -186,6 +186,14 @@ CacheOpt = Annotated[
     typer.Option("--cache", help="Feature cache folder (default $ZEROSEG_CACHE or ~/.cache/zeroseg)."),
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not store or reuse UNet captures.")]
+CacheStorageOpt = Annotated[
+    str,
+    typer.Option(
+        "--cache-storage",
+        help="How the feature cache stores captures: lossless (as computed, results equal fresh captures) or "
+        "float16 (half the disk for float32 captures, lossy; a separate run id, named in the report).",
+    ),
+]
 RestartOpt = Annotated[bool, typer.Option("--restart", help="Ignore results of an interrupted identical run.")]
 BaselineOpt = Annotated[
     str | None, typer.Option("--baseline", help="Score a baseline instead: kmeans-c, kmeans-s or autosc.")
@@ -266,6 +274,7 @@ def evaluate_command(
     ] = "auto",
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
+    cache_storage: CacheStorageOpt = "lossless",
     restart: RestartOpt = False,
     baseline: BaselineOpt = None,
     kmeans_k: KOpt = 6,
@@ -293,8 +302,8 @@ def evaluate_command(
         devices = resolve_devices(device)
         plan_options = {
             "split": split, "model": model, "baseline": baseline, "kmeans_k": kmeans_k, "matching": matching,
-            "cache_dir": str(cache) if cache else None, "use_cache": not no_cache, "resume": not restart,
-            "limit": limit, "batch_size": batch_size, "open_vocabulary": open_vocabulary or None,
+            "cache_dir": str(cache) if cache else None, "use_cache": not no_cache, "cache_storage": cache_storage,
+            "resume": not restart, "limit": limit, "batch_size": batch_size, "open_vocabulary": open_vocabulary or None,
             "clip_model": clip_model, "clip_weights": clip_weights, "clip_image_size": clip_size,
             "clip_exact_reference": clip_exact_reference, "eval_size": eval_size,
             "open_vocabulary_pamr": open_vocabulary_pamr,
@@ -312,6 +321,8 @@ def evaluate_command(
         raise fail(exc, chosen) from None
     if report.resumed:
         _err.print(report.resume_line(), highlight=False, markup=False)
+    for line in report.notices():
+        _err.print(line, highlight=False, markup=False)
     _out.print(report.headline(), highlight=False)
     if report.annotators:
         for which in ("mean", "best"):
@@ -371,6 +382,7 @@ def sweep_command(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (one device).")] = "auto",
     cache: CacheOpt = None,
+    cache_storage: CacheStorageOpt = "lossless",
     restart: RestartOpt = False,
     matching: MatchingOpt = "per-image",
     limit: LimitOpt = None,
@@ -399,8 +411,8 @@ def sweep_command(
         base, steps = sweep_plans(
             dataset, root, values, method=method, preset=preset, settings=fixed,
             dataset_options=parse_assignments(dataset_option, "--dataset-option"), split=split, model=model,
-            matching=matching, cache_dir=str(cache) if cache else None, resume=not restart, limit=limit,
-            batch_size=batch_size,
+            matching=matching, cache_dir=str(cache) if cache else None, cache_storage=cache_storage,
+            resume=not restart, limit=limit, batch_size=batch_size,
         )  # fmt: skip
         with _ProgressBar("sweep") as bar:
             reports = run_sweep(base, steps, device=devices[0], progress=bar)
@@ -412,6 +424,8 @@ def sweep_command(
             output.with_suffix(".md").write_text(table, encoding="utf-8")
     except ZeroSegError as exc:
         raise fail(exc, chosen) from None
+    for line in dict.fromkeys(line for report in reports for line in report.notices()):
+        _err.print(line, highlight=False, markup=False)
     _out.print(table, highlight=False, markup=False)
     if output is not None:
         _out.print(f"Sweep: {output} (+ .csv, .md)", highlight=False)

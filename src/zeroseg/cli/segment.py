@@ -10,9 +10,8 @@ before its work starts); the exit code is 1 when anything failed.
 from __future__ import annotations
 
 import glob
-import json
+import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,9 +30,6 @@ from zeroseg.cli.options import (
     with_method_options,
 )
 from zeroseg.errors import ConfigError, ZeroSegError
-
-CLAIM_POLL_SECONDS = 0.5
-"""How often to look again at an image another run is writing."""
 
 
 @dataclass
@@ -159,7 +155,7 @@ def segment_command(
     }
     try:
         if engine == "ray":
-            from zeroseg.distributed.command import segment_with_ray
+            from zeroseg.cli.ray_segment import segment_with_ray
 
             device_name, dtype_name = check_device(device), check_dtype(dtype)
             code = segment_with_ray(
@@ -190,13 +186,15 @@ def run_segment(
 ) -> RunSummary:
     """The body of ``zeroseg segment``: returns what happened; raises ZeroSegError only for fatal problems.
 
-    Every setting is validated before the model loads; the model loads only when some image needs work.
+    Every setting is validated before the model loads; the model loads only when some image needs work. The
+    images go through :class:`zeroseg.folder_run.FolderRun`, as on each Ray worker.
     """
+    from zeroseg.folder_run import FolderJob, FolderRun, resolve_formats, unfinished
     from zeroseg.inputs import find_inputs, input_roots, output_stems
     from zeroseg.options import build_config
     from zeroseg.pipeline import NamingOptions
     from zeroseg.registry import get_method
-    from zeroseg.writers import DEFAULT_FORMATS, NAMED_DEFAULT_FORMATS, OutputWriter, parse_formats
+    from zeroseg.writers import OutputWriter
 
     start = time.perf_counter()
     get_method(method)
@@ -204,41 +202,28 @@ def run_segment(
     config = build_config(method, settings)
     naming.check()
     device, dtype = check_device(device), check_dtype(dtype)
-    formats = parse_formats(save) if save else (NAMED_DEFAULT_FORMATS if naming.enabled else DEFAULT_FORMATS)
-    if "tree" in formats and not hasattr(get_method(method).segmenter_class(), "ncut_tree"):
-        from zeroseg.errors import ConfigError
-
-        raise ConfigError(f"the `tree` output needs a method with an NCut tree (diffcut), not {method}")
-    if "labelled" in formats and not naming.enabled:
-        from zeroseg.errors import ConfigError
-
-        raise ConfigError("the `labelled` output needs --labels or --vocabulary")
+    formats = resolve_formats(save, method=method, named=naming.enabled)
     found = find_inputs(inputs, recursive=recursive)
     summary = RunSummary(not_images=found.not_images)
     for line in found.problems:
         summary.fail(line)
     matched = [p for p in inputs if Path(p).is_dir() or glob.glob(p, recursive=recursive)]
-    files = found.files
-    stems = output_stems(files, roots=input_roots(matched))
+    stems = output_stems(found.files, roots=input_roots(matched))
     writer = OutputWriter(out, formats, overwrite=overwrite)
-    jobs = []
-    for path, stem in zip(files, stems, strict=True):
-        if not overwrite and writer.complete(stem):
-            summary.skipped += 1
-        else:
-            jobs.append((path, stem))
-    if jobs:
+    jobs = [FolderJob(path, stem, source_name(path)) for path, stem in zip(found.files, stems, strict=True)]
+    todo, summary.skipped = unfinished(jobs, writer)
+    if todo:
         pipeline = _load_pipeline(
             method, config, device, dtype, load_options or {}, naming, batch_size, keep_tree="tree" in formats
         )
-        _write_settings(writer.folder, pipeline.settings())
-        _process(pipeline, writer, jobs, summary)
+        _process(FolderRun(pipeline, writer), todo, summary)
     err_console.print(_summary_line(summary, writer.folder, time.perf_counter() - start), soft_wrap=True)
     return summary
 
 
-TREE_MAX_TAU = 0.9
-"""With ``--save tree``, the NCut tree is cut up to this tau (or the run's own, when larger)."""
+def source_name(path: Path) -> str:
+    """How an input file is named in outputs and errors: its absolute path, as every engine records it."""
+    return os.path.abspath(path)
 
 
 def _load_pipeline(
@@ -261,27 +246,16 @@ def _load_pipeline(
             dtype=dtype,
             naming=naming,
             batch_size=batch_size,
-            keep_tree=TREE_MAX_TAU if keep_tree else None,
+            keep_tree=keep_tree,
             **load_options,
         )
 
 
-def _write_settings(folder: Path, settings: dict[str, Any]) -> None:
-    from zeroseg._version import __version__
-    from zeroseg.outputs import atomic_write
-
-    with atomic_write(folder / "zeroseg-settings.json") as temp:
-        temp.write_text(json.dumps({"zeroseg": __version__, **settings}, indent=2) + "\n")
-
-
-def _process(pipeline: Any, writer: Any, jobs: list[tuple[Path, str]], summary: RunSummary) -> None:
-    """Claim, segment and write each image; images another run holds are looked at again at the end."""
-    from contextlib import ExitStack
-
+def _process(run: Any, jobs: list[Any], summary: RunSummary) -> None:
+    """Run the folder run over ``jobs`` with a progress bar, counting each outcome into ``summary``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from zeroseg.errors import one_line
-    from zeroseg.pipeline import Failure, ImageItem
+    from zeroseg.folder_run import STATUS_DONE, STATUS_FAILED
 
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -289,68 +263,21 @@ def _process(pipeline: Any, writer: Any, jobs: list[tuple[Path, str]], summary: 
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    stems = {str(path): stem for path, stem in jobs}
-    held: dict[str, ExitStack] = {}  # stem -> its claim, released once its outputs are written
-    elsewhere: list[tuple[Path, str]] = []  # images another run holds, looked at again later
-    waited: set[str] = set()
-
-    def written_already(stem: str) -> bool:
-        """Outputs complete (and not to be redone): count the image as skipped."""
-        if not writer.complete(stem) or (writer.overwrite and stem not in waited):
-            return False
-        summary.skipped += 1
-        summary.by_other_run += 1
-        progress.advance(task)
-        return True
-
-    def claimed(pending: list[tuple[Path, str]]) -> Iterator[ImageItem]:
-        """Yield the images this run claims, just before the pipeline works on them."""
-        for path, stem in pending:
-            if written_already(stem):
-                continue
-            claim = ExitStack()
-            if not claim.enter_context(writer.claim(stem)):
-                claim.close()
-                elsewhere.append((path, stem))
-                waited.add(stem)
-                continue
-            if written_already(stem):  # another run wrote it and let go between the first look and the claim
-                claim.close()
-                continue
-            held[stem] = claim
-            yield ImageItem(path, str(path))
-
-    def finish(item: Any) -> None:
-        stem = stems[item.source]
-        try:
-            if isinstance(item, Failure):
-                summary.fail(item.error)
-            else:
-                writer.write(item, stem)
-                summary.done += 1
-        except ZeroSegError as exc:
-            summary.fail(str(exc))
-        except OSError as exc:
-            summary.fail(f"{item.source}: {type(exc).__name__}: {one_line(exc)}")
-        finally:
-            if stem in held:
-                held.pop(stem).close()
-            progress.advance(task)
-
     with Progress(*columns, console=err_console, disable=len(jobs) < 2, transient=False) as progress:
         task = progress.add_task("Segmenting", total=len(jobs))
-        pending = jobs
-        try:
-            while pending:
-                for item in pipeline.stream(claimed(pending)):
-                    finish(item)
-                pending, elsewhere[:] = list(elsewhere), []
-                if pending:
-                    progress.update(task, description=f"Waiting for {len(pending)} images another run is writing")
-                    time.sleep(CLAIM_POLL_SECONDS)
-        finally:
-            for claim in held.values():
-                claim.close()
+
+        def waiting(count: int) -> None:
+            progress.update(task, description=f"Waiting for {count} images another run is writing")
+
+        for outcome in run(jobs, waiting=waiting):
+            if outcome.status == STATUS_DONE:
+                summary.done += 1
+            elif outcome.status == STATUS_FAILED:
+                summary.fail(outcome.error)
+            else:
+                summary.skipped += 1
+                summary.by_other_run += outcome.by_other_run
+            progress.advance(task)
 
 
 def _summary_line(summary: RunSummary, folder: Path, elapsed: float) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from zeroseg.errors import ConfigError
 from zeroseg.options import setting
@@ -20,6 +20,10 @@ class DiffCutConfig:
     The benchmark protocol uses PAMR with 10 iterations and dilations (1, 2, 4, 8) at 128 px; the defaults are
     the official demo's.
     """
+
+    tree_max_tau: ClassVar[float] = 0.9
+    """The largest tau a kept NCut tree is cut up to (or the run's own tau, when larger): every tau up to it is
+    then read from the tree without an eigensolve (the web page's tau slider, ``--save tree``)."""
 
     model: str = setting(
         "segmind/SSD-1B",

@@ -8,7 +8,7 @@ from zeroseg.backbones import capture_features
 from zeroseg.diffcut.algorithm import segment_features
 from zeroseg.diffcut.config import DiffCutConfig
 from zeroseg.diffcut.tree import NCutTree, ncut_tree_from_features
-from zeroseg.segmenter import Segmenter
+from zeroseg.segmenter import Segmenter, TreeSpec
 
 
 class DiffCut(Segmenter):
@@ -29,6 +29,7 @@ class DiffCut(Segmenter):
 
     method = "diffcut"
     config_class = DiffCutConfig
+    tree_spec = TreeSpec(setting="tau", bound=DiffCutConfig.tree_max_tau)
 
     @torch.inference_mode()
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -60,6 +61,16 @@ class DiffCut(Segmenter):
             pamr_max_pixels=cfg.pamr_max_pixels,
             tree=tree,
         )
+
+    def build_tree(self, capture: dict[str, torch.Tensor], *, bound: float | None = None) -> NCutTree:
+        """The NCut tree of a capture, cut up to ``bound`` (default :attr:`DiffCutConfig.tree_max_tau`) or this
+        config's tau when larger."""
+        return self.ncut_tree(capture, max_tau=max(self.tree_spec.bound if bound is None else bound, self.config.tau))
+
+    def tree_fits(self, tree: NCutTree) -> bool:
+        """Whether ``tree`` was built with this config's alpha and exact_reference, and up to its tau."""
+        cfg = self.config
+        return tree.fits(tau=cfg.tau, alpha=cfg.alpha, exact_reference=cfg.exact_reference)
 
     def ncut_tree(self, capture: dict[str, torch.Tensor], *, max_tau: float) -> NCutTree:
         """The NCut tree of a capture with this config's ``alpha`` and ``exact_reference``, cut up to ``max_tau``:

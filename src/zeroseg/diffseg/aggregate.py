@@ -25,18 +25,6 @@ logger = logging.getLogger(__name__)
 _ROWS_PER_CHUNK = 1024
 
 
-def grid_side(num_tokens: int, *, name: str) -> int:
-    """Side ``r`` of a square token grid with ``num_tokens = r * r`` tokens.
-
-    Raises:
-        ConfigError: if ``num_tokens`` is not a positive perfect square.
-    """
-    side = math.isqrt(num_tokens) if num_tokens > 0 else 0
-    if side == 0 or side * side != num_tokens:
-        raise ConfigError(f"`{name}` has {num_tokens} tokens, which is not a square grid r*r with r >= 1")
-    return side
-
-
 def validate_attention_maps(maps: Mapping[int, torch.Tensor]) -> list[int]:
     """Check ``maps`` and return its grid sides, largest first.
 

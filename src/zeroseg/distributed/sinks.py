@@ -3,8 +3,9 @@
 Both sinks are safe to rerun: :func:`finished_ids` says which images a previous run already wrote, so only
 the others are segmented again.
 
-- :class:`FileSink` writes through :class:`zeroseg.writers.OutputWriter`, exactly the files of the local mode;
-  each image is claimed first, so parallel workers (and parallel runs) never write the same image twice.
+- files: :class:`zeroseg.writers.OutputWriter`, exactly the files of the local mode, through the same
+  :class:`zeroseg.folder_run.FolderRun` (each image claimed first, so parallel workers and parallel runs never
+  write the same image twice);
 - :class:`ParquetSink` collects a batch's segments and writes them as one ``segments/part-<hash>.parquet``
   file, atomically. The name is a hash of the batch's image ids, so a batch redone after a worker died
   replaces its own file instead of adding a second copy.
@@ -12,11 +13,12 @@ the others are segmented again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .report import STATUS_DONE, STATUS_SKIPPED
 from .storage import join, list_files, write_file
 
 SEGMENTS_FOLDER = "segments"
@@ -41,39 +43,31 @@ def segment_schema():  # noqa: ANN201 - a pyarrow schema
     )
 
 
-class FileSink:
-    """The local mode's output files (label map, overlay, JSON, ...), one image at a time."""
-
-    def __init__(self, folder: str, formats: tuple[str, ...], *, overwrite: bool) -> None:
-        from zeroseg import writers
-
-        self.writer = writers.OutputWriter(Path(folder), formats=formats, overwrite=overwrite)
-        self.overwrite = overwrite
-
-    def put(self, image_id: str, result: Any) -> str:
-        """Write one image's outputs; returns its status (skipped when another run holds or finished it)."""
-        if not self.overwrite and self.writer.complete(image_id):
-            return STATUS_SKIPPED
-        with self.writer.claim(image_id) as claimed:
-            if not claimed:
-                return STATUS_SKIPPED
-            self.writer.write(result, image_id)
-        return STATUS_DONE
-
-    def flush(self, image_ids: list[str]) -> None:
-        """Nothing is held back: every file is already in place."""
-
-
 class ParquetSink:
-    """Per-segment rows of a batch, written together as one Parquet file of the ``segments`` folder."""
+    """Per-segment rows of a batch, written together as one Parquet file of the ``segments`` folder.
+
+    A sink of :class:`zeroseg.folder_run.FolderRun`: nothing to claim (the driver hands each image to one
+    batch, and :func:`finished_ids` leaves out what a previous run wrote), rows held back until :meth:`flush`.
+    """
+
+    overwrite = True  # what exists was left out before the job started
 
     def __init__(self, location: str) -> None:
         self.folder = join(location, SEGMENTS_FOLDER)
         self.rows: list[dict[str, Any]] = []
 
-    def put(self, image_id: str, result: Any) -> str:
+    def complete(self, image_id: str) -> bool:
+        """Rows are written per batch, so an image is never complete before its batch is flushed."""
+        return False
+
+    @contextlib.contextmanager
+    def claim(self, image_id: str) -> Iterator[bool]:
+        """Always held: the image is this batch's alone."""
+        yield True
+
+    def write(self, result: Any, image_id: str) -> None:
+        """Hold the image's segment rows until :meth:`flush`."""
         self.rows.extend(segment_rows(image_id, result))
-        return STATUS_DONE
 
     def flush(self, image_ids: list[str]) -> None:
         """Write the held rows as ``part-<hash of image_ids>.parquet`` (nothing when no image succeeded)."""
@@ -112,10 +106,13 @@ def segment_rows(image_id: str, result: Any) -> list[dict[str, Any]]:
 
 
 def make_sink(location: str, output_format: str, formats: tuple[str, ...], *, overwrite: bool) -> Any:
-    """The sink of an output format: ``"files"`` or ``"parquet"``."""
+    """The sink of an output format: ``"files"`` (the local mode's :class:`~zeroseg.writers.OutputWriter`) or
+    ``"parquet"``."""
     if output_format == "parquet":
         return ParquetSink(location)
-    return FileSink(location, formats, overwrite=overwrite)
+    from zeroseg import writers
+
+    return writers.OutputWriter(Path(location), formats=formats, overwrite=overwrite)
 
 
 def finished_ids(location: str, output_format: str, formats: tuple[str, ...], image_ids: list[str]) -> set[str]:

@@ -1,14 +1,14 @@
 """The segmenting worker: loads the pipeline once, then segments decoded batches and writes their outputs.
 
 Ray Data runs :class:`SegmentWorker` as a pool of actors (``map_batches(SegmentWorker, ...)``); this module
-itself does not import Ray, so the worker's logic runs (and is tested) in a plain process too. Per-image
+itself does not import Ray, so the worker's logic runs (and is tested) in a plain process too. Each batch goes
+through :class:`zeroseg.folder_run.FolderRun`, the run behind the local mode, so both write the same files. Per-image
 problems never raise: each image gets an outcome row (:data:`zeroseg.distributed.report.OUTCOME_COLUMNS`)
 saying whether it was segmented, skipped or failed, where, why, and how long each stage took.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -18,14 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from zeroseg.errors import ZeroSegError, one_line
+from zeroseg.folder_run import SETTINGS_FILE, FolderRun
 
 from . import reading
 from .report import OUTCOME_COLUMNS, STAGES, STATUS_FAILED
 from .sinks import make_sink
 from .storage import write_bytes
-
-SETTINGS_FILE = "zeroseg-settings.json"
 
 
 @dataclass
@@ -64,9 +62,11 @@ class SegmentWorker:
             torch.set_num_threads(job.threads)
         self.job = job
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.pipeline = build_pipeline(**job.pipeline)
-        self.sink = make_sink(job.output, job.output_format, job.formats, overwrite=job.overwrite)
-        self.settings_written = False
+        self.pipeline = build_pipeline(**job.pipeline, keep_tree="tree" in job.formats)
+        sink = make_sink(job.output, job.output_format, job.formats, overwrite=job.overwrite)
+        self.run = FolderRun(
+            self.pipeline, sink, write_settings=lambda document: write_bytes(job.output, SETTINGS_FILE, document)
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -90,62 +90,31 @@ class SegmentWorker:
         return outcomes.columns(busy_s=time.perf_counter() - start)
 
     def _segment(self, ids: list[tuple[str, str, float]], images: list[np.ndarray], outcomes: _Outcomes) -> None:
-        from zeroseg.pipeline import Failure, ImageItem
+        """Segment and write the decoded images through the folder run, one outcome row each."""
+        from zeroseg.folder_run import FolderJob
 
-        written = []
-        named = [ImageItem(image, source=location) for image, (_, location, _) in zip(images, ids, strict=True)]
-        for (image_id, location, read_s), item in zip(ids, self.pipeline.stream(named), strict=True):
-            if isinstance(item, Failure):
-                outcomes.add(image_id, location, STATUS_FAILED, stage="segment", error=item.error, read=read_s)
-                continue
-            timings = item.timings or {}
-            begin = time.perf_counter()
-            try:
-                status = self.sink.put(image_id, item)
-            except (ZeroSegError, OSError, ValueError, RuntimeError) as exc:
-                error = (
-                    one_line(exc)
-                    if isinstance(exc, ZeroSegError)
-                    else f"{location}: {type(exc).__name__}: {one_line(exc)}"
-                )
-                outcomes.add(image_id, location, STATUS_FAILED, stage="write", error=error, read=read_s)
-                continue
+        jobs = [
+            FolderJob(image, image_id, location) for image, (image_id, location, _) in zip(images, ids, strict=True)
+        ]
+        read_s = {image_id: seconds for image_id, _, seconds in ids}
+        for outcome in self.run(jobs):
+            image_id, timings = outcome.job.stem, outcome.timings
             stage_s = {
-                "read": read_s,
+                "read": read_s[image_id],
                 "unet": float(timings.get("capture", 0.0)),
                 "cluster": float(timings.get("segment", 0.0)),
                 "name": float(timings.get("name", 0.0)),
-                "write": time.perf_counter() - begin,
+                "write": float(timings.get("write", 0.0)),
             }
-            written.append(outcomes.add(image_id, location, status, segments=item.num_segments, **stage_s))
-            if not self.settings_written:
-                self._write_settings(item.settings)
-        self._flush(written, outcomes)
-
-    def _write_settings(self, settings: dict[str, Any]) -> None:
-        """Record the run's settings once per worker, as the local mode does (``zeroseg-settings.json``)."""
-        from zeroseg._version import __version__
-
-        document = json.dumps({"zeroseg": __version__, **settings}, indent=2) + "\n"
-        try:
-            write_bytes(self.job.output, SETTINGS_FILE, document.encode("utf-8"))
-        except (ZeroSegError, OSError):
-            return  # the images themselves were written; try again with the next batch
-        self.settings_written = True
-
-    def _flush(self, written: list[int], outcomes: _Outcomes) -> None:
-        """Write what the sink holds back (the Parquet part); on failure every image of it failed."""
-        ids = [outcomes.rows[i]["image_id"] for i in written]
-        begin = time.perf_counter()
-        try:
-            self.sink.flush(ids)
-        except (ZeroSegError, OSError, ValueError) as exc:
-            for i in written:
-                outcomes.rows[i].update(status=STATUS_FAILED, stage="write", error=one_line(exc))
-            return
-        share = (time.perf_counter() - begin) / max(len(written), 1)
-        for i in written:
-            outcomes.rows[i]["write_s"] += share
+            outcomes.add(
+                image_id,
+                outcome.job.source,
+                outcome.status,
+                stage=outcome.stage,
+                error=outcome.error,
+                segments=outcome.segments,
+                **stage_s,
+            )
 
 
 class _Outcomes:

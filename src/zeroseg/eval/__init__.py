@@ -9,10 +9,10 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "evaluate": "zeroseg.eval.run",
-    "sweep": "zeroseg.eval.run",
-    "run": "zeroseg.eval.runner",
-    "Scorer": "zeroseg.eval.runner",
+    "evaluate": "zeroseg.eval.matching_scorer",
+    "sweep": "zeroseg.eval.matching_scorer",
+    "run": "zeroseg.eval.loop",
+    "Scorer": "zeroseg.eval.loop",
     "evaluate_dataset": "zeroseg.eval.api",
     "sweep_dataset": "zeroseg.eval.api",
     "EvaluationReport": "zeroseg.eval.report",

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from zeroseg.eval import plan as plans
+from zeroseg.eval.loop import ProgressCallback
+from zeroseg.eval.matching_scorer import expand_grid, sweep_steps
 from zeroseg.eval.parallel import run_on_devices
 from zeroseg.eval.plan import make_plan, run_plan
 from zeroseg.eval.report import EvaluationReport, write_report
-from zeroseg.eval.run import expand_grid, sweep_steps
-from zeroseg.eval.runner import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def evaluate_dataset(
         namer: open vocabulary: an already built :class:`~zeroseg.openvocab.SegmentNamer` with the dataset's
             vocabulary to reuse (its ``exact_reference`` must match ``clip_exact_reference``).
         **options: the other :class:`EvaluationPlan` fields (split, model, baseline, kmeans_k, matching,
-            cache_dir, use_cache, resume, limit, batch_size) and the open-vocabulary options of
+            cache_dir, use_cache, cache_storage, resume, limit, batch_size) and the open-vocabulary options of
             :func:`make_plan`: ``open_vocabulary=True`` names segments with CLIP and scores per-image mIoU
             (DiffCut Tab. 4), with ``clip_model``, ``clip_weights``, ``clip_image_size``,
             ``clip_exact_reference``, ``eval_size`` and ``open_vocabulary_pamr``.

@@ -15,7 +15,7 @@ Per image (official ``eval_diffcut_openvoc.py``, spec §4):
 5. Multiclass IoU per image (classes absent from both maps left out, torchmetrics ``JaccardIndex``), averaged
    over images.
 
-The loop (resume, shards, batches, timing) is :func:`zeroseg.eval.runner.run`; this module is its scorer.
+The loop (resume, shards, batches, timing) is :func:`zeroseg.eval.loop.run`; this module is its scorer.
 
 References:
     DiffCut (Couairon et al., NeurIPS 2024), Sec. 4.4, Tab. 4 and official ``eval_diffcut_openvoc.py``.
@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from zeroseg.errors import ConfigError
 from zeroseg.eval.cache import source_signature
 from zeroseg.eval.datasets.base import IGNORE, Sample, SegmentationDataset
+from zeroseg.eval.loop import RunningMean, RunTiming, Scored, Scorer, run
+from zeroseg.eval.matching_scorer import refinement_of
 from zeroseg.eval.metrics import class_overlaps, iou_per_class, nanmean
 from zeroseg.eval.protocols import (
     OPEN_VOCABULARY,
@@ -48,8 +50,6 @@ from zeroseg.eval.protocols import (
     resize_labels,
 )
 from zeroseg.eval.report import EvaluationReport
-from zeroseg.eval.run import refinement_of
-from zeroseg.eval.runner import RunningMean, RunTiming, Scored, Scorer, run
 from zeroseg.openvocab.protocol import CLIP_IMAGE_SIZE, EVAL_SIZE
 from zeroseg.refine.stage import Refinement
 from zeroseg.registry import get_method
@@ -280,7 +280,7 @@ def segment_at_eval_size(
     mask_side: int,
     eval_size: int,
 ) -> torch.Tensor:
-    """Segments at the method's side, nearest-exact to ``eval_size`` (where the runner refines them)."""
+    """Segments at the method's side, nearest-exact to ``eval_size`` (where the loop refines them)."""
     labels = segmenter.segment_capture(capture, output_size=(mask_side, mask_side)).long().cpu()
     if tuple(labels.shape) != (eval_size, eval_size):
         labels = F.interpolate(labels[None, None].float(), size=(eval_size, eval_size), mode="nearest-exact")
@@ -406,7 +406,7 @@ def evaluate_open_vocabulary(
         dataset: ``voc``, ``context`` or ``coco-object`` (:func:`zeroseg.eval.datasets.create_dataset`).
         namer: a :class:`zeroseg.openvocab.SegmentNamer` with the dataset's vocabulary.
         options: CLIP, size and PAMR settings (``exact_reference`` must match the namer's).
-        **run_options: the run options of :func:`zeroseg.eval.runner.run`; the feature cache is shared with the
+        **run_options: the run options of :func:`zeroseg.eval.loop.run`; the feature cache is shared with the
             unsupervised runs of the same method, and ``save_predictions`` receives ``<id>.png`` (predicted class
             ids at the evaluation size) and ``<id>_gt.png`` (vocabulary ids, background 0, ignore 255).
 

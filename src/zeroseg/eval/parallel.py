@@ -15,11 +15,11 @@ from typing import Any
 
 from zeroseg.errors import ConfigError, ZeroSegError
 from zeroseg.eval.cache import default_cache_dir
+from zeroseg.eval.loop import ProgressCallback, ResultsLog
+from zeroseg.eval.matching_scorer import summarize as summarize_matched
 from zeroseg.eval.open_vocabulary import summarize as summarize_named
 from zeroseg.eval.plan import EvaluationPlan, open_dataset, run_plan
 from zeroseg.eval.report import REPORT_HEADER, EvaluationReport, build_report
-from zeroseg.eval.run import summarize as summarize_matched
-from zeroseg.eval.runner import ProgressCallback, ResultsLog
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,20 @@ def merge_shards(plan: EvaluationPlan, reports: dict[int, dict[str, Any]], elaps
     timing["images_per_second"] = len(ordered) / elapsed if elapsed > 0 else None
     timing["devices"] = len(reports)
     header = {key: first[key] for key in REPORT_HEADER}
-    return build_report(header, summarize_records(plan, dataset, header, ordered), timing)
+    summary = summarize_records(plan, dataset, header, ordered)
+    return build_report(header, summary, timing, None, merge_not_reused(reports))
+
+
+def merge_not_reused(reports: dict[int, dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The shards' ``not_reused`` entries, one per log with the images of every shard added up."""
+    merged: dict[str, dict[str, Any]] = {}
+    for report in reports.values():
+        for entry in report.get("not_reused") or []:
+            if entry["log"] in merged:
+                merged[entry["log"]]["images"] += entry["images"]
+            else:
+                merged[entry["log"]] = dict(entry)
+    return list(merged.values()) or None
 
 
 def summarize_records(

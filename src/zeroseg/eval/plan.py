@@ -14,8 +14,10 @@ from typing import Any
 
 from zeroseg.errors import ConfigError
 from zeroseg.eval.baselines import Baseline
-from zeroseg.eval.cache import FeatureCache, default_cache_dir
+from zeroseg.eval.cache import FeatureCache, check_storage, default_cache_dir
 from zeroseg.eval.datasets import SegmentationDataset, create_dataset
+from zeroseg.eval.loop import ProgressCallback, check_run_arguments
+from zeroseg.eval.matching_scorer import MATCHINGS, evaluate
 from zeroseg.eval.open_vocabulary import (
     PROTOCOL_NAME,
     OpenVocabularyOptions,
@@ -26,8 +28,6 @@ from zeroseg.eval.open_vocabulary import (
 )
 from zeroseg.eval.protocols import PRESETS, get_preset, get_protocol
 from zeroseg.eval.report import EvaluationReport
-from zeroseg.eval.run import MATCHINGS, evaluate
-from zeroseg.eval.runner import ProgressCallback, check_run_arguments
 from zeroseg.options import build_config
 from zeroseg.registry import DEFAULT_METHOD, get_method
 
@@ -51,6 +51,8 @@ class EvaluationPlan:
         matching: ``per-image`` or ``dataset``.
         cache_dir: cache folder (captures and results logs); ``None`` = default.
         use_cache: store and reuse captures.
+        cache_storage: ``lossless`` (captures as computed) or ``float16`` (lossy, half the disk; part of the run
+            id and reported).
         resume: reuse results of images already done by an identical run (``False`` starts it afresh).
         limit: evaluate only the first images.
         batch_size: images per UNet pass.
@@ -71,6 +73,7 @@ class EvaluationPlan:
     matching: str = "per-image"
     cache_dir: str | None = None
     use_cache: bool = True
+    cache_storage: str = "lossless"
     resume: bool = True
     limit: int | None = None
     batch_size: int = 1
@@ -133,6 +136,9 @@ def make_plan(
     if options.get("matching", "per-image") not in MATCHINGS:
         raise ConfigError(f"`matching` must be one of {', '.join(MATCHINGS)}, got {options['matching']!r}")
     check_run_arguments(limit=options.get("limit"), batch_size=options.get("batch_size", 1))
+    check_storage(options.get("cache_storage", "lossless"))
+    if options.get("cache_storage", "lossless") != "lossless" and not options.get("use_cache", True):
+        raise ConfigError("needs the feature cache, which is turned off", setting="cache_storage")
     if dataset is None:
         raise ConfigError("`dataset` is required when no `preset` is given")
     overrides = {
@@ -237,7 +243,7 @@ def run_plan(
         segmenter = segmenter.with_config(**plan.settings)
     cache_root = Path(plan.cache_dir).expanduser() if plan.cache_dir else default_cache_dir()
     common: dict[str, Any] = {
-        "cache": FeatureCache(cache_root) if plan.use_cache else None,
+        "cache": FeatureCache(cache_root, storage=plan.cache_storage) if plan.use_cache else None,
         "results_dir": cache_root / "runs",
         "restart": not plan.resume,
         "save_predictions": Path(save_predictions) if save_predictions else None,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zeroseg._version import __version__
+from zeroseg._version import NUMERICS_VERSION, __version__
 
 CSV_FIELDS = (
     "created", "dataset", "split", "method", "preset", "baseline", "matching", "miou", "pixel_accuracy",
@@ -56,9 +56,16 @@ class EvaluationReport:
         open_vocabulary: open-vocabulary runs: CLIP model, vocabulary, sizes, PAMR and metric settings.
         preset: preset name, if any.
         run_id: hash of every setting of the run (names its resumable results log).
+        numerics_version: zeroseg's numerics version (:data:`zeroseg._version.NUMERICS_VERSION`), part of the
+            run id.
+        cache_storage: how the feature cache stored the captures scored: ``lossless`` (as captured, also for a
+            run without a cache) or ``float16`` (lossy opt-in); part of the run id.
         timing: seconds, images per second, capture vs clustering time.
         resumed: when the run reused an earlier identical run's results: the results log (``log``) and how many
             images it reused (``images`` of ``of``).
+        not_reused: results logs of the same settings under another numerics version or cache storage that held
+            results of images this run computed again (``log``, ``numerics_version``, ``cache_storage``,
+            ``images``).
         version: zeroseg version.
         created: UTC timestamp.
     """
@@ -78,8 +85,11 @@ class EvaluationReport:
     open_vocabulary: dict[str, Any] | None = None
     preset: str | None = None
     run_id: str = ""
+    numerics_version: int = NUMERICS_VERSION
+    cache_storage: str = "lossless"
     timing: dict[str, Any] = field(default_factory=dict)
     resumed: dict[str, Any] | None = None
+    not_reused: list[dict[str, Any]] | None = None
     version: str = __version__
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
@@ -106,6 +116,16 @@ class EvaluationReport:
             f"Resumed run {self.run_id} from {self.resumed['log']}: reused {self.resumed['images']} of "
             f"{self.resumed['of']} images (--restart recomputes them)"
         )
+
+    def notices(self) -> list[str]:
+        """Lines about how the numbers were computed: logs of other versions not reused, a lossy cache."""
+        lines = [not_reused_line(entry, self.numerics_version) for entry in self.not_reused or []]
+        if self.cache_storage != "lossless":
+            lines.append(
+                f"Captures were read from a {self.cache_storage} feature cache (lossy): the numbers may differ from "
+                "a lossless run"
+            )
+        return lines
 
     def csv_row(self) -> dict[str, Any]:
         """The CSV row of this run (:data:`CSV_FIELDS`)."""
@@ -139,7 +159,12 @@ class EvaluationReport:
                 stats = self.annotators.get(which, {})
                 lines.append(f"| mIoU ({which} over annotators) | {_percent(stats.get('miou'))} |")
                 lines.append(f"| pixel accuracy ({which} over annotators) | {_percent(stats.get('pixel_accuracy'))} |")
-        lines += ["", f"Images: {self.num_images}. Matching: {self.matching}. zeroseg {self.version}.", ""]
+        lines += [
+            "",
+            f"Images: {self.num_images}. Matching: {self.matching}. zeroseg {self.version} (numerics version "
+            f"{self.numerics_version}, {self.cache_storage} feature cache).",
+            "",
+        ]
         lines += ["| setting | value |", "|---|---|"]
         extra = {"baseline": self.baseline} if self.baseline else {}
         if self.open_vocabulary is not None:
@@ -154,7 +179,7 @@ class EvaluationReport:
 
 REPORT_HEADER = (
     "method", "preset", "dataset", "settings", "capture", "protocol", "baseline", "matching", "open_vocabulary",
-    "run_id",
+    "run_id", "numerics_version", "cache_storage",
 )  # fmt: skip
 """The report fields that describe a run (as opposed to its scores and timing)."""
 
@@ -164,6 +189,7 @@ def build_report(
     summary: dict[str, Any],
     timing: dict[str, Any],
     resumed: dict[str, Any] | None = None,
+    not_reused: list[dict[str, Any]] | None = None,
 ) -> EvaluationReport:
     """The report of a run (or of merged shards) from its header, its scorer's summary and its timing.
 
@@ -172,9 +198,22 @@ def build_report(
         summary: ``miou``, ``pixel_accuracy``, ``per_class_iou``, ``num_images`` (and ``annotators``).
         timing: the ``timing`` section.
         resumed: the ``resumed`` section, if the run reused earlier results.
+        not_reused: the ``not_reused`` section, if logs of another numerics version or storage were passed over.
     """
     described = {key: header[key] for key in REPORT_HEADER if key in header}
-    return EvaluationReport(**summary, **described, timing=timing, resumed=resumed)
+    return EvaluationReport(**summary, **described, timing=timing, resumed=resumed, not_reused=not_reused)
+
+
+def not_reused_line(entry: dict[str, Any], numerics_version: int) -> str:
+    """One line saying which results log was not reused and why (an entry of ``not_reused``; ``numerics_version``:
+    the run's own)."""
+    version = entry.get("numerics_version")
+    if version != numerics_version:
+        which = "an earlier" if isinstance(version, int) and version < numerics_version else "another"
+        what = f"results of {which} zeroseg numerics version ({version})"
+    else:
+        what = f"results computed from a {entry.get('cache_storage')} feature cache"
+    return f"{what} in {entry['log']} were not reused ({entry['images']} images); recomputing"
 
 
 def write_report(report: EvaluationReport, path: str | Path) -> list[Path]:

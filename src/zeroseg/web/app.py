@@ -11,18 +11,19 @@ import logging
 from typing import Any
 
 from zeroseg.errors import one_line, require
-from zeroseg.web.service import TABLE_HEADERS, TAU_MAX, SegmentService, View
+from zeroseg.web.service import TABLE_HEADERS, SegmentService, View, tree_bound
 from zeroseg.web.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
 
 SLIDER_RANGES: dict[str, tuple[float, float, float]] = {
-    "tau": (0.05, TAU_MAX, 0.01),
+    "tau": (0.05, 1.0, 0.01),
     "alpha": (1.0, 20.0, 0.5),
     "kl_threshold": (0.1, 3.0, 0.05),
     "anchors": (2, 32, 1),
 }
-"""Slider range and step per setting (presentation only; the config validates the values)."""
+"""Slider range and step per setting (presentation only; the config validates the values). A setting that a
+method's segment tree answers ends at the tree's bound instead (:func:`zeroseg.web.service.tree_bound`)."""
 
 RESEGMENT_CONCURRENCY = 4
 """Re-segmentations (no backbone pass) run at once over all sessions."""
@@ -198,6 +199,7 @@ def _control(gr: Any, method: str, option: Any) -> Any:
         return gr.Checkbox(value=option.default, label=label, info=option.help, elem_id=elem_id)
     if option.name in SLIDER_RANGES and option.kind in ("int", "float", "floats"):
         low, high, step = SLIDER_RANGES[option.name]
+        high = tree_bound(method, option.name) or high
         value = option.default[0] if isinstance(option.default, tuple) else option.default
         return gr.Slider(low, high, value=value, step=step, label=label, info=option.help, elem_id=elem_id)
     default = ",".join(map(str, option.default)) if isinstance(option.default, tuple) else str(option.default)

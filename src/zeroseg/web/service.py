@@ -23,9 +23,6 @@ from zeroseg.web.sessions import Session
 
 logger = logging.getLogger(__name__)
 
-TAU_MAX = 0.9
-"""Largest tau the page offers; DiffCut's NCut tree is cut once up to it, then every tau is read from it."""
-
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 16_000_000
 
@@ -67,7 +64,8 @@ class SegmentService:
     Args:
         models: model names offered (short names, hub ids, folders); the first is the default. Empty means
             each method's own default model.
-        methods: methods offered; the first is the default.
+        methods: methods offered; the first is the default (default: every registered method, the registry's
+            default first).
         device / dtype: where and in which precision the UNets run.
         capture_settings: capture settings applied to every method (e.g. ``{"image_size": 512}``).
         naming: keyword arguments of :class:`zeroseg.pipeline.NamingOptions` besides the labels (CLIP model
@@ -79,15 +77,17 @@ class SegmentService:
         self,
         *,
         models: Sequence[str] = (),
-        methods: Sequence[str] = ("diffcut", "diffseg"),
+        methods: Sequence[str] | None = None,
         device: str = "cpu",
         dtype: str | None = None,
         capture_settings: dict[str, Any] | None = None,
         naming: dict[str, Any] | None = None,
         limits: Limits | None = None,
     ) -> None:
-        from zeroseg.registry import get_method
+        from zeroseg.registry import DEFAULT_METHOD, get_method, list_methods
 
+        if methods is None:
+            methods = sorted(list_methods(), key=lambda name: name != DEFAULT_METHOD)
         for method in methods:
             get_method(method)  # unknown method: one-line ConfigError before anything loads
         if not methods:
@@ -112,8 +112,13 @@ class SegmentService:
     # ------------------------------------------------------------------------------------------ loading
 
     def default_model(self, method: str) -> str | None:
-        """The model a method uses when the page offers no choice."""
-        return self.models[0] if self.models else None
+        """The model ``method`` uses when the visitor picks none: the page's first model, else the method's own
+        default (``None``: the config's default, as loading without a model name does)."""
+        if self.models:
+            return self.models[0]
+        from zeroseg.registry import config_class
+
+        return str(config_class(method)().model)
 
     def pipeline(self, method: str, model: str | None) -> Any:
         """The pipeline of ``method`` on ``model`` (loaded once; models are shared between methods)."""
@@ -130,7 +135,7 @@ class SegmentService:
                     device=self.device,
                     dtype=self.dtype,
                     keep_capture=True,
-                    keep_tree=TAU_MAX,
+                    keep_tree=True,
                     backbone=self._backbones.get(model),
                     **settings,
                 )
@@ -245,7 +250,7 @@ class SegmentService:
             segmenter,
             namer=namer,
             keep_capture=True,
-            keep_tree=TAU_MAX,
+            keep_tree=True,
             naming_settings={"labels": labels} if namer else None,
         )
 
@@ -321,6 +326,15 @@ class _Turn:
         self.lock.release()
         with self.service._count_lock:
             self.service._waiting[self.model] -= 1
+
+
+def tree_bound(method: str, setting: str) -> float | None:
+    """The largest value of ``setting`` the method's kept segment tree answers (DiffCut's tau), else ``None``:
+    the page's slider for that setting ends there, so every move is read from the tree."""
+    from zeroseg.registry import method_class
+
+    spec = method_class(method).tree_spec
+    return spec.bound if spec is not None and spec.setting == setting else None
 
 
 def _changed(pipe: Any, settings: dict[str, Any]) -> dict[str, Any]:

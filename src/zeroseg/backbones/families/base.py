@@ -18,7 +18,7 @@ import torch
 from zeroseg.errors import ConfigError
 
 if TYPE_CHECKING:
-    from zeroseg.backbones.loading import Backbone
+    from zeroseg.backbones.backbone import Backbone
 
 # (hidden states (1, L, D), added conditioning kwargs of the denoiser or None), for one image.
 Conditioning = tuple[torch.Tensor, dict[str, torch.Tensor] | None]

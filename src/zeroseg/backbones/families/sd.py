@@ -12,7 +12,7 @@ from zeroseg.backbones.families.unet import UNetFamily, is_unet_config
 from zeroseg.backbones.tiny_parts import tiny_clip_text_config, write_clip_tokenizer
 
 if TYPE_CHECKING:
-    from zeroseg.backbones.loading import Backbone
+    from zeroseg.backbones.backbone import Backbone
 
 
 def has_component(model_index: dict[str, Any], name: str) -> bool:

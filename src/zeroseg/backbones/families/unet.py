@@ -7,7 +7,6 @@ A family of this kind adds only its text encoders, its prompt conditioning and i
 
 from __future__ import annotations
 
-import json
 import math
 from abc import abstractmethod
 from pathlib import Path
@@ -19,7 +18,7 @@ from zeroseg.backbones.families.base import AttentionLayer, BackboneFamily, Cond
 from zeroseg.backbones.tiny_parts import SCHEDULER, tiny_vae, write_model_index
 
 if TYPE_CHECKING:
-    from zeroseg.backbones.loading import Backbone
+    from zeroseg.backbones.backbone import Backbone
 
 UNET_CLASS = "UNet2DConditionModel"
 
@@ -121,12 +120,6 @@ class UNetFamily(BackboneFamily):
 def is_unet_config(denoiser_config: dict[str, Any]) -> bool:
     """Whether a ``unet/config.json`` describes a ``UNet2DConditionModel``."""
     return denoiser_config.get("_class_name", UNET_CLASS) == UNET_CLASS
-
-
-def read_unet_config(folder: Path) -> dict[str, Any]:
-    """The ``unet/config.json`` of a diffusers folder, or ``{}`` when there is none."""
-    path = folder / "unet" / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:

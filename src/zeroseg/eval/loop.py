@@ -3,9 +3,11 @@
 A run walks the selected images in batches: the scorer prepares each image (crop and resizes of its protocol),
 the captures come from the feature cache or one backbone pass, and the scorer turns each capture into a
 per-image record (and the prediction it scored). Records are appended to a JSON-lines log named by the hash of
-every setting, so a run killed half way resumes where it stopped and ends with the same totals. What a scorer
-decides (how to cluster, refine and score) is :class:`Scorer`; :mod:`zeroseg.eval.run` (Hungarian matching)
-and :mod:`zeroseg.eval.open_vocabulary` (CLIP names) are the two.
+every setting (zeroseg's numerics version and the cache storage included), so a run killed half way resumes
+where it stopped and ends with the same totals, and results of another numerics version are never reported as
+current: a settings file beside each log lets a run find and name such logs instead. What a scorer decides (how
+to cluster, refine and score) is :class:`Scorer`; :mod:`zeroseg.eval.matching_scorer` (Hungarian matching) and
+:mod:`zeroseg.eval.open_vocabulary` (CLIP names) are the two.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from zeroseg import _version
 from zeroseg.errors import ConfigError
 from zeroseg.eval.cache import FeatureCache, hash_key, write_atomic
 from zeroseg.eval.datasets.base import IGNORE, Sample, SegmentationDataset
 from zeroseg.eval.protocols import Protocol
-from zeroseg.eval.report import EvaluationReport, build_report
+from zeroseg.eval.report import EvaluationReport, build_report, not_reused_line
 from zeroseg.refine.compiled import preload as preload_kernels
 from zeroseg.refine.stage import Refinement
 
@@ -44,7 +47,8 @@ class ResultsLog:
     """Per-image results of one run, as JSON lines under ``folder/<run hash>[.rank<r>].jsonl``.
 
     Every file of the run hash is read back (so ranks of a multi-device run share their progress); each
-    process appends only to its own file. A line cut short by a kill is skipped.
+    process appends only to its own file. A line cut short by a kill is skipped. ``<run hash>.settings.json``
+    beside the log holds the settings the hash stands for.
     """
 
     def __init__(self, folder: Path, run_hash: str, *, rank: int | None = None) -> None:
@@ -52,6 +56,19 @@ class ResultsLog:
         self.run_hash = run_hash
         suffix = "" if rank is None else f".rank{rank}"
         self.path = self.folder / f"{run_hash}{suffix}.jsonl"
+
+    @property
+    def settings_path(self) -> Path:
+        """The settings file of this run (shared by its ranks)."""
+        return self.folder / f"{self.run_hash}.settings.json"
+
+    def write_settings(self, settings: dict[str, Any]) -> None:
+        """Record the run's settings beside its log, once."""
+        if self.settings_path.is_file():
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(settings, sort_keys=True, default=str, indent=1).encode("utf-8")
+        write_atomic(self.settings_path, lambda handle: handle.write(text))
 
     def clear(self) -> None:
         """Forget this process's earlier results (a restarted run)."""
@@ -133,7 +150,7 @@ class Scorer(ABC):
 
     protocol: Protocol
     refinement: Refinement | None = None
-    """The refinement the runner applies to :meth:`segment`'s labels (``None``: none)."""
+    """The refinement the loop applies to :meth:`segment`'s labels (``None``: none)."""
     timing_fields: tuple[str, ...] = ()
     """Extra seconds the scorer reports in ``timing`` (e.g. ``clip_seconds``)."""
 
@@ -176,9 +193,11 @@ def method_settings(segmenter: Segmenter) -> dict[str, Any]:
 
 
 def capture_cache_key(segmenter: Segmenter, protocol: Protocol, dataset: SegmentationDataset) -> dict[str, Any]:
-    """Everything that determines a stored capture: the segmenter's capture key, the crop and the dataset."""
+    """Everything that determines a stored capture: the segmenter's capture key, the crop, the dataset and
+    zeroseg's numerics version."""
     input_side, _ = protocol.sizes(segmenter.image_size)
     return {
+        "numerics": _version.NUMERICS_VERSION,
         "capture": segmenter.capture_key(),
         "crop_margin": protocol.crop_margin,
         "input_size": input_side,
@@ -188,9 +207,16 @@ def capture_cache_key(segmenter: Segmenter, protocol: Protocol, dataset: Segment
     }
 
 
-def run_settings(segmenter: Segmenter, dataset: SegmentationDataset, scorer: Scorer) -> dict[str, Any]:
-    """Everything that determines the scores of a run (its hash names the results log)."""
+def run_settings(
+    segmenter: Segmenter, dataset: SegmentationDataset, scorer: Scorer, *, storage: str = "lossless"
+) -> dict[str, Any]:
+    """Everything that determines the scores of a run (its hash names the results log).
+
+    ``storage`` is the feature cache's (``lossless`` without a cache): a lossy cache changes the numbers.
+    """
     return {
+        "numerics": _version.NUMERICS_VERSION,
+        "cache_storage": storage,
         "capture": capture_cache_key(segmenter, scorer.protocol, dataset),
         "method": segmenter.method,
         "config": method_settings(segmenter),
@@ -198,6 +224,47 @@ def run_settings(segmenter: Segmenter, dataset: SegmentationDataset, scorer: Sco
         "protocol": scorer.protocol.to_dict(),
         **scorer.run_settings(),
     }
+
+
+VERSIONED_SETTINGS = ("numerics", "cache_storage")
+"""Run settings that say how the numbers were computed rather than what was asked for."""
+
+
+def _asked(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as their JSON reads back, without :data:`VERSIONED_SETTINGS`."""
+    plain = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    for name in VERSIONED_SETTINGS:
+        plain.pop(name, None)
+    if isinstance(plain.get("capture"), dict):
+        plain["capture"].pop("numerics", None)
+    return plain
+
+
+def other_versions(log: ResultsLog, settings: dict[str, Any], image_ids: set[str]) -> list[dict[str, Any]]:
+    """Logs beside ``log`` of the same run under another numerics version or cache storage that hold results
+    of ``image_ids``: their path, ``numerics_version``, ``cache_storage`` and how many ``images``."""
+    asked = _asked(settings)
+    found = []
+    for path in sorted(log.folder.glob("*.settings.json")):
+        run_hash = path.name.removesuffix(".settings.json")
+        if run_hash == log.run_hash:
+            continue
+        try:
+            other = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(other, dict) or _asked(other) != asked:
+            continue
+        images = len(image_ids & ResultsLog(log.folder, run_hash).read().keys())
+        if images:
+            logs = sorted(log.folder.glob(f"{run_hash}*.jsonl"))
+            found.append({
+                "log": str(logs[0]) if len(logs) == 1 else str(log.folder / f"{run_hash}*.jsonl"),
+                "numerics_version": other.get("numerics"),
+                "cache_storage": other.get("cache_storage", "lossless"),
+                "images": images,
+            })  # fmt: skip
+    return found
 
 
 def _png(array: np.ndarray, path: Path) -> None:
@@ -231,7 +298,8 @@ def load_captures(
     cache_key: dict[str, Any],
     timing: RunTiming,
 ) -> list[dict[str, torch.Tensor]]:
-    """The backbone captures of a batch: from the cache when stored, else one backbone pass over the missing ones.
+    """The backbone captures of a batch: from the cache when stored, else one backbone pass over the missing ones
+    (as the cache stores them, so a lossy cache gives the same values fresh or cached).
 
     Args:
         segmenter: the segmenter whose backbone runs.
@@ -255,7 +323,7 @@ def load_captures(
         timing.capture_s += time.perf_counter() - t0
         timing.captured += len(missing)
         for i, capture in zip(missing, fresh, strict=True):
-            captures[i] = capture
+            captures[i] = capture if cache is None else cache.as_stored(capture)
             if cache is not None:
                 cache.put(cache_key, batch[i].id, capture, source=batch[i].image_path)
     timing.cached += len(batch) - len(missing)
@@ -294,7 +362,8 @@ def run(
         segmenter: a segmenter with its method settings already set.
         dataset: an opened dataset (:func:`zeroseg.eval.datasets.create_dataset`).
         scorer: the protocol's scorer.
-        cache: feature cache for the backbone captures; ``None`` computes every capture.
+        cache: feature cache for the backbone captures (its storage is part of the run hash); ``None``
+            computes every capture.
         results_dir: folder of the resumable per-image results logs; ``None`` keeps results in memory only.
         save_predictions: folder receiving each image's prediction and targets as PNGs.
         limit: evaluate only the first ``limit`` images.
@@ -307,13 +376,17 @@ def run(
 
     Returns:
         The report of all images done so far for this run (all of them unless sharded); ``resumed`` says
-        which results log was reused and for how many images.
+        which results log was reused and for how many images, ``not_reused`` which logs of another numerics
+        version or cache storage held results of the images computed again.
     """
     check_run_arguments(limit=limit, batch_size=batch_size)
     scorer.check(dataset)
-    settings = run_settings(segmenter, dataset, scorer)
+    storage = cache.storage if cache is not None else "lossless"
+    settings = run_settings(segmenter, dataset, scorer, storage=storage)
     run_hash = hash_key(settings)[:24]
     log = None if results_dir is None else ResultsLog(results_dir, run_hash, rank=None if shard is None else shard[0])
+    if log is not None:
+        log.write_settings(settings)
     if log is not None and restart:
         log.clear()
     done = log.read(own_only=restart) if log is not None else {}
@@ -326,6 +399,11 @@ def run(
     if reusable and log is not None:
         resumed = {"log": str(log.path), "images": len(reusable), "of": len(selected)}
         logger.info("resuming run %s from %s: %d of %d images reused", run_hash, log.path, len(reusable), len(selected))
+    not_reused = None
+    if log is not None and pending and not restart:
+        not_reused = other_versions(log, settings, {s.id for s in pending}) or None
+        for entry in not_reused or []:
+            logger.warning("%s", not_reused_line(entry, settings["numerics"]))
     records = dict(reusable)
     running = scorer.running()
     for record in records.values():
@@ -364,9 +442,12 @@ def run(
         "settings": method_settings(segmenter),
         "capture": cache_key["capture"],
         "run_id": run_hash,
+        "numerics_version": settings["numerics"],
+        "cache_storage": storage,
         **scorer.report_fields(),
     }
-    return build_report(header, scorer.summarize(ordered), run_timing(timing, elapsed, len(reusable)), resumed)
+    summary = scorer.summarize(ordered)
+    return build_report(header, summary, run_timing(timing, elapsed, len(reusable)), resumed, not_reused)
 
 
 def score_capture(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroseg.errors import ConfigError
+from zeroseg.folder_run import resolve_formats
 
 
 def segment_with_ray(
@@ -33,13 +34,9 @@ def segment_with_ray(
         ZeroSegError: bad settings or inputs, or Ray cannot start (one line).
     """
     from zeroseg.cli.options import err_console
-    from zeroseg.writers import DEFAULT_FORMATS, NAMED_DEFAULT_FORMATS, parse_formats
+    from zeroseg.distributed.engine import RayOptions, segment_on_ray
 
-    from .engine import RayOptions, segment_on_ray
-
-    formats = parse_formats(save) if save else (NAMED_DEFAULT_FORMATS if naming.enabled else DEFAULT_FORMATS)
-    if "labelled" in formats and not naming.enabled:
-        raise ConfigError("the `labelled` output needs --labels or --vocabulary")
+    formats = resolve_formats(save, method=method, named=naming.enabled)
     if save and output_format == "parquet":
         raise ConfigError("`--save` chooses files; with `--format parquet` the segments go to Parquet instead")
     if gpus_per_worker is None:

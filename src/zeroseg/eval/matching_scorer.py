@@ -2,8 +2,8 @@
 
 Per image: crop/resize (protocol) -> capture (from the feature cache when possible) -> clustering with the
 segmenter's current settings (or a baseline) -> background merge -> refinement (PAMR, when the method's
-settings ask for it; applied by the runner) -> matching. The loop itself (resume, shards, batches, timing) is
-:func:`zeroseg.eval.runner.run`.
+settings ask for it; applied by the loop) -> matching. The loop itself (resume, shards, batches, timing) is
+:func:`zeroseg.eval.loop.run`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from zeroseg.errors import ConfigError
 from zeroseg.eval.background import merge_background
 from zeroseg.eval.baselines import Baseline
 from zeroseg.eval.datasets.base import IGNORE, Sample, SegmentationDataset
+from zeroseg.eval.loop import RunningMean, RunTiming, Scored, Scorer, run
 from zeroseg.eval.matching import DatasetMatcher, confusion_matrix, counts_from_matching, match_clusters
 from zeroseg.eval.metrics import IoUAccumulator, as_counts, image_scores, nanmean
 from zeroseg.eval.protocols import Protocol, get_protocol, method_protocol, prepare_image, prepare_labels, resize_image
 from zeroseg.eval.report import EvaluationReport
-from zeroseg.eval.runner import RunningMean, RunTiming, Scored, Scorer, run
+from zeroseg.refine.relabel import canonical_labels
 from zeroseg.refine.stage import Refinement, method_refinement
 from zeroseg.registry import get_method
 
@@ -187,7 +188,9 @@ class MatchingScorer(Scorer):
 
     def score(self, labels: torch.Tensor, image: torch.Tensor, targets: Any, timing: RunTiming) -> Scored:
         pred = labels.cpu().numpy().astype(np.int64)
-        return Scored(score_image(pred, targets, self.dataset, self.matching), pred, targets)
+        # Scored in the method's own segment order, as the official evaluation does (matching ties break by
+        # order); the saved prediction carries the canonical ids every other output has.
+        return Scored(score_image(pred, targets, self.dataset, self.matching), canonical_labels(pred), targets)
 
     def cluster(self, capture: dict[str, torch.Tensor], gt: np.ndarray) -> np.ndarray:
         """Cluster one capture at the evaluation size (the method, or a baseline) and merge the background."""
@@ -232,7 +235,7 @@ def evaluate(
         protocol: protocol or its name; ``None`` = the protocol of the segmenter's method (registry).
         baseline: score a baseline on the method's capture instead of the method's clustering.
         matching: ``per-image`` (DiffSeg/DiffCut protocol) or ``dataset`` (PiCIE/STEGO).
-        **options: the run options of :func:`zeroseg.eval.runner.run` (cache, results_dir, save_predictions,
+        **options: the run options of :func:`zeroseg.eval.loop.run` (cache, results_dir, save_predictions,
             limit, batch_size, progress, shard, preset, restart); ``save_predictions`` receives ``<id>.png``
             (prediction at the evaluation size, before matching) and ``<id>_gt.png`` (ground truth as scored).
 
