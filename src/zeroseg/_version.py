@@ -1,6 +1,6 @@
 __version__ = "0.1.0"
 
-NUMERICS_VERSION = 1
+NUMERICS_VERSION = 2
 """Version of zeroseg's numerics: bumped whenever any output changes (a label map, a capture, a score).
 
 It is part of the feature cache key and of every evaluation run's hash, so captures and per-image results
