@@ -116,3 +116,20 @@ def test_kl_threshold_per_iteration_is_kept():
     config = config_class("diffseg")(kl_threshold=[1.1, 0.9, 0.8])
     assert config.kl_threshold == (1.1, 0.9, 0.8) and config.to_dict()["kl_threshold"] == [1.1, 0.9, 0.8]
     assert config_class("diffseg")(kl_threshold=[0.9]).kl_threshold == 0.9
+
+
+def test_the_method_gives_the_same_labels_on_any_thread_count(segmenter):
+    """Given one capture, the method's output does not depend on torch's thread count (the backbone's float
+    kernels may round differently per thread count; the method must not add to that)."""
+    array = _image(72, 96)
+    tensor = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+    capture = segmenter.capture(tensor[None])[0]
+    threads = torch.get_num_threads()
+    labels = {}
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            labels[count] = segmenter.segment_capture(capture, output_size=(72, 96), image=tensor)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(labels[1], labels[2])
