@@ -4,9 +4,9 @@ Each thread count runs in a fresh interpreter (``torch.set_num_threads`` before 
 crop it keeps the label map every result carries (canonical ids) and the method's own order
 (``segment_capture`` before renumbering), then compares each thread count with one thread: images whose maps
 are identical, and the least share of equal pixels. ``shared-capture`` runs the method of each thread count on
-the first run's captures: it tells the method's own float noise from the backbone's. The method's own order shows what ids looked like before
-canonical ids (float noise permutes the NCut recursion and the proposal order); canonical maps differ only where
-a segment itself differs (a floating-point tie decided the other way).
+the first run's captures: it tells the method's own float noise from the backbone's. The method's own order
+shows what ids looked like before canonical ids (float noise permutes the NCut recursion and the proposal
+order); canonical maps differ only where a segment itself differs (a floating-point tie decided the other way).
 
 Usage::
 
@@ -109,7 +109,8 @@ def main() -> None:
             )
             here = str(Path(__file__).parent)
             subprocess.run(
-                [sys.executable, "-c", code, here, model, args.method, json.dumps(crops), str(threads), str(out), shared],
+                [sys.executable, "-c", code, here, model, args.method, json.dumps(crops), str(threads), str(out)]
+                + [shared],
                 check=True,
             )
             with np.load(out) as data:
