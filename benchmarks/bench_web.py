@@ -4,7 +4,8 @@ rendered) at the methods' default sizes, on captures of the real shapes.
 The capture's values do not change the cost much, and no pretrained weights are needed: DiffCut gets smoothed
 random SSD-1B-shaped features (1280 x 32 x 32, image_size 1024), DiffSeg row-stochastic SD 1.4-shaped
 attention maps (sides 64/32/16/8, image_size 512). The output is a 1024 x 768 photo. The backbone is the tiny
-test model (never run here). Also prints the one-off NCut tree build (per upload) and the memory a session holds.
+test model (never run here). Also prints the one-off NCut tree build (per upload), a click on the overlay (pick a
+segment: highlight, description, cut-out; under 0.3 s), a split along the tree and the memory a session holds.
 
     python benchmarks/bench_web.py [--method diffseg] [--repeats 1] [--no-pamr]
 """
@@ -97,6 +98,16 @@ def bench_diffcut(model, store, service, image, repeats: int, *, pamr_rows: bool
             seconds = timed(lambda: service.resegment(session, settings={"tau": tau, "pamr": pamr}), repeats)  # noqa: B023
             change = f"tau -> {tau}, PAMR {'on' if pamr else 'off'}"
             print(f"{'diffcut':8} {change + f' ({session.result.num_segments} seg)':34} {seconds:8.2f}")
+    bench_pick(session, "diffcut", repeats)
+    service.resegment(session, settings={"tau": 0.5, "pamr": False})
+    picks = (service.pick_segment(session, s) for s in range(session.result.num_segments))
+    splittable = next((p.segment_id for p in picks if p.can_split), None)
+    if splittable is not None:
+        start = time.perf_counter()
+        service.pick_segment(session, splittable)
+        view = service.split(session)
+        change = f"split a segment, tau 0.5 ({view.num_segments} seg)"
+        print(f"{'diffcut':8} {change:34} {time.perf_counter() - start:8.2f}")
     print(f"{'diffcut':8} {'memory held by the session (MB)':34} {session.memory_bytes() / 2**20:8.1f}")
 
 
@@ -108,7 +119,15 @@ def bench_diffseg(model, store, service, image, repeats: int) -> None:  # noqa: 
             seconds = timed(lambda: service.resegment(session, settings=settings), repeats)  # noqa: B023
             change = f"kl_threshold -> {kl}, refine {'on' if refine else 'off'}"
             print(f"{'diffseg':8} {change + f' ({session.result.num_segments} seg)':34} {seconds:8.2f}")
+    bench_pick(session, "diffseg", repeats)
     print(f"{'diffseg':8} {'memory held by the session (MB)':34} {session.memory_bytes() / 2**20:8.1f}")
+
+
+def bench_pick(session, method: str, repeats: int) -> None:  # noqa: ANN001
+    """A click on the overlay: highlight, description, cut-out PNG written (target: under 0.3 s)."""
+    service = SegmentService.__new__(SegmentService)  # pick needs no pipeline
+    seconds = timed(lambda: service.pick(session, 512, 384), repeats)
+    print(f"{method:8} {'click: pick a segment':34} {seconds:8.2f}")
 
 
 def _result(method: str, image: np.ndarray, capture: dict[str, torch.Tensor], tree=None) -> SegmentationResult:  # noqa: ANN001

@@ -261,3 +261,92 @@ def test_nothing_written_outside_the_temporary_folder(server):
     roots = [name for name in entries if name.startswith("zeroseg-web-")]
     assert len(roots) == 1 and set(entries) - set(roots) <= {"server.log"}
     assert (server["temp"] / roots[0] / "gradio").is_dir()
+
+
+def _pick_text(page) -> str:
+    return page.locator("#pick").inner_text().strip()
+
+
+def _wait_pick(page, pattern: str) -> str:
+    page.wait_for_function(
+        "p => new RegExp(p).test(document.querySelector('#pick').innerText)", arg=pattern, timeout=60_000
+    )
+    return _pick_text(page)
+
+
+def _click_overlay(page, fx: float, fy: float) -> None:
+    """Click the overlay at the image pixel (fx * width, fy * height), placed as Gradio draws the picture."""
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#overlay img'); return i && i.complete && i.naturalWidth > 0; }",
+        timeout=60_000,
+    )
+    image = page.locator("#overlay img")
+    box = image.bounding_box()
+    width, height = image.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    scale = min(box["width"] / width, box["height"] / height, 1)
+    left, top = (box["width"] - width * scale) / 2, (box["height"] - height * scale) / 2
+    image.click(position={"x": left + fx * width * scale, "y": top + fy * height * scale})
+
+
+def _segmented(browser, server, images):
+    context, page = _open(browser, server["url"])
+    _set_slider(page, "diffcut-tau", 0.5)
+    page.locator("#diffcut-pamr input[type=checkbox]").uncheck()
+    _upload(page, images / "scene.png")
+    _wait_status(page, r"segments · segmented scene\.png")
+    return context, page
+
+
+def test_pick_by_click_and_by_row(browser, server, images):
+    context, page = _segmented(browser, server, images)
+    try:
+        _click_overlay(page, 0.75, 0.75)
+        text = _wait_pick(page, r"^segment \d+ · \d+ px")
+        with page.expect_download() as info:
+            page.locator("#download-cutout").click()
+        cutout = np.asarray(Image.open(info.value.path()))
+        assert cutout.shape == (96, 128, 4) and cutout[72, 96, 3] == 255
+        assert int(re.search(r"· (\d+) px", text).group(1)) == int((cutout[..., 3] > 0).sum())
+        last = len(page.locator("#segments [data-col='0'][data-row]").all()) - 1
+        page.locator(f"#segments [data-testid='cell-{last}-0']").click()
+        _wait_pick(page, rf"^segment {last} · ")
+    finally:
+        context.close()
+
+
+def _pick_where(page, button: str) -> str:
+    """Click across the overlay until the picked segment allows ``button`` (split or merge)."""
+    for fx, fy in [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75), (0.5, 0.5), (0.1, 0.9), (0.9, 0.1)]:
+        _click_overlay(page, fx, fy)
+        _wait_pick(page, r"^segment \d+ · ")
+        page.wait_for_timeout(1000)  # a pick of the segment already shown leaves the text as it is
+        if page.locator(f"#{button}").is_enabled():
+            return _pick_text(page)
+    raise AssertionError(f"no segment could be {button}")
+
+
+def test_split_then_merge(browser, server, images):
+    context, page = _segmented(browser, server, images)
+    try:
+        count = int(_status(page).split(" segments")[0])
+        _pick_where(page, "split")
+        page.locator("#split").click()
+        status = _wait_status(page, r"split of segment")
+        assert _passes(status) == 1 and int(status.split(" segments")[0]) >= count
+        with page.expect_download() as info:
+            page.locator("#download-json").click()
+        edits = json.loads(Path(info.value.path()).read_text())["settings"]["edits"]
+        assert [edit["op"] for edit in edits] == ["split"]
+        split_count = int(status.split(" segments")[0])
+        _pick_where(page, "merge")
+        page.locator("#merge").click()
+        status = _wait_status(page, r"merge of segment")
+        assert int(status.split(" segments")[0]) <= split_count
+        with page.expect_download() as info:
+            page.locator("#download-json").click()
+        edits = json.loads(Path(info.value.path()).read_text())["settings"]["edits"]
+        assert [edit["op"] for edit in edits] == ["split", "merge"]
+        page.locator("#reset-edits").click()
+        _wait_status(page, r"edits undone")
+    finally:
+        context.close()

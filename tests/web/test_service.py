@@ -145,6 +145,7 @@ def test_build_demo_without_launching(service, store):
     assert isinstance(demo, gr.Blocks)
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     expected = {"upload", "sample", "method", "status", "overlay", "label-map", "segments", "download-json"}
+    expected |= {"pick", "split", "merge", "reset-edits", "download-cutout"}
     assert expected <= ids
     assert {"diffcut-tau", "diffcut-alpha", "diffcut-pamr", "diffseg-kl-threshold", "diffseg-anchors"} <= ids
     assert (store.root / "sample-scene.png").is_file()

@@ -325,3 +325,116 @@ def ncut_tree_from_features(
     tree = build_ncut_tree(affinity, max_tau=max_tau, exact_reference=exact_reference, grid=grid)
     tree.alpha = float(alpha)
     return tree
+
+
+EDIT_OPS = ("split", "merge")
+"""Local edits of a cut: ``split`` a leaf region into its two children, ``merge`` a region with its sibling."""
+
+
+class EditedTree:
+    """An :class:`NCutTree` with local edits on top of the global tau: what ``segment_features`` cuts.
+
+    ``edits`` is a list of ``{"op": "split" | "merge", "node": id}``. A split forces the split of region
+    ``node`` (it must have children, i.e. an NCut below the tree's ``max_tau``); a merge undoes the split of
+    ``node``'s parent, joining ``node`` with its sibling. A later edit of the same split overrides an earlier
+    one; at any tau a split is accepted when its region is reached and it is forced, or it is not undone and
+    its NCut is below tau. So the edits combine with the tau slider and :meth:`cut` keeps the tree's interface
+    (``grid``, ``fits``, ``cut``), and ``segment_features(..., tree=edited)`` works unchanged.
+
+    Raises:
+        ConfigError: an edit is not one of these ops, names no region, or cannot apply (no children, root).
+    """
+
+    def __init__(self, tree: NCutTree, edits: Sequence[dict[str, Any]] = ()) -> None:
+        self.base = tree
+        self.edits = [{"op": str(edit["op"]), "node": int(edit["node"])} for edit in edits]
+        self._forced: dict[int, bool] = {}
+        for edit in self.edits:
+            op, node = edit["op"], edit["node"]
+            if op not in EDIT_OPS:
+                raise ConfigError(f"edit op must be one of {', '.join(EDIT_OPS)}, got {op!r}")
+            if not 0 <= node < len(tree.nodes):
+                raise ConfigError(f"edit names region {node}, but the NCut tree has regions 0..{len(tree.nodes) - 1}")
+            region = tree.nodes[node]
+            if op == "split":
+                if region.children is None:
+                    raise ConfigError(f"region {node} has no split below the tree's max_tau {tree.max_tau}")
+                self._forced[node] = True
+            else:
+                if region.parent is None:
+                    raise ConfigError("the root region has no sibling to merge with")
+                self._forced[region.parent] = False
+
+    grid = property(lambda self: self.base.grid)
+    nodes = property(lambda self: self.base.nodes)
+    num_nodes = property(lambda self: self.base.num_nodes)
+    max_tau = property(lambda self: self.base.max_tau)
+    alpha = property(lambda self: self.base.alpha)
+    exact_reference = property(lambda self: self.base.exact_reference)
+
+    def fits(self, *, tau: float, alpha: float, exact_reference: bool) -> bool:
+        """Whether the base tree fits these settings (see :meth:`NCutTree.fits`)."""
+        return self.base.fits(tau=tau, alpha=alpha, exact_reference=exact_reference)
+
+    def with_edit(self, op: str, node: int) -> EditedTree:
+        """A new edited tree with one more edit (this one unchanged)."""
+        return EditedTree(self.base, [*self.edits, {"op": op, "node": node}])
+
+    def accepted_splits(self, tau: float) -> list[NCutNode]:
+        """The regions split at ``tau`` with the edits applied, in depth-first order."""
+        tau = self.base._check_tau(tau)
+        split = [False] * len(self.nodes)
+        accepted = []
+        for node in self.nodes:
+            reached = node.parent is None or split[node.parent]
+            if not reached or node.children is None:
+                continue
+            forced = self._forced.get(node.id)
+            if forced or (forced is None and node.ncut is not None and node.ncut < tau):
+                split[node.id] = True
+                accepted.append(node)
+        return accepted
+
+    def leaves(self, tau: float) -> list[int]:
+        """Ids of the regions that are segments of :meth:`cut` at ``tau`` (reached and not split)."""
+        accepted = {node.id for node in self.accepted_splits(tau)}
+        return [n.id for n in self.nodes if (n.parent is None or n.parent in accepted) and n.id not in accepted]
+
+    def regions(self, tau: float) -> torch.Tensor:
+        """Per graph node, the id of the deepest region of the cut at ``tau`` holding it ((h, w) with a grid)."""
+        accepted = {node.id for node in self.accepted_splits(tau)}
+        region = torch.zeros(self.num_nodes, dtype=torch.long)
+        for node in self.nodes:  # parents come before children: the deepest reached region writes last
+            if node.parent is None or node.parent in accepted:
+                region[node.members] = node.id
+        return region if self.grid is None else region.reshape(self.grid)
+
+    def cut(self, tau: float) -> torch.Tensor:
+        """Labels at ``tau`` with the edits applied (as :meth:`NCutTree.cut`; equal to it without edits)."""
+        masks = []
+        for node in self.accepted_splits(tau):
+            mask = torch.zeros(self.num_nodes, dtype=torch.bool)
+            mask[self.nodes[node.children[0]].members] = True  # type: ignore[index]
+            masks.append(mask)
+        labels = assemble_clusters(masks, self.num_nodes)
+        return labels if self.grid is None else labels.reshape(self.grid)
+
+    def num_segments(self, tau: float) -> int:
+        """Number of segments of :meth:`cut` at ``tau``."""
+        return 1 + len(self.accepted_splits(tau))
+
+    def thresholds(self) -> list[float]:
+        """The base tree's thresholds (see :meth:`NCutTree.thresholds`)."""
+        return self.base.thresholds()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The base tree's document with the edits recorded under ``"edits"``."""
+        return self.base.to_dict() | {"edits": [dict(edit) for edit in self.edits]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EditedTree:
+        """Rebuild an edited tree written by :meth:`to_dict` (a plain tree document gives no edits)."""
+        return cls(NCutTree.from_dict(data), data.get("edits", ()))
+
+    def __repr__(self) -> str:
+        return f"EditedTree({self.base!r}, {len(self.edits)} edits)"

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from zeroseg.errors import one_line, require
-from zeroseg.web.service import TABLE_HEADERS, SegmentService, View, tree_bound
+from zeroseg.web.service import TABLE_HEADERS, Pick, SegmentService, View, tree_bound
 from zeroseg.web.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -24,6 +24,8 @@ SLIDER_RANGES: dict[str, tuple[float, float, float]] = {
 }
 """Slider range and step per setting (presentation only; the config validates the values). A setting that a
 method's segment tree answers ends at the tree's bound instead (:func:`zeroseg.web.service.tree_bound`)."""
+
+PICK_HINT = "Click the overlay or a table row to pick a segment."
 
 RESEGMENT_CONCURRENCY = 4
 """Re-segmentations (no backbone pass) run at once over all sessions."""
@@ -95,13 +97,22 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                     overlay = gr.Image(label="Overlay", elem_id="overlay", format="jpeg", **picture)
                 label_map = gr.Image(label="Label map", elem_id="label-map", format="png", **picture)
                 table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="segments", label="Segments")
+                pick_info = gr.Markdown(PICK_HINT, elem_id="pick")
+                with gr.Row():
+                    split = gr.Button("Split", elem_id="split", size="sm", interactive=False)
+                    merge = gr.Button("Merge", elem_id="merge", size="sm", interactive=False)
+                    reset = gr.Button("Undo edits", elem_id="reset-edits", size="sm")
+                    cutout = gr.DownloadButton(
+                        "Cut-out (PNG)", value=None, interactive=False, elem_id="download-cutout", size="sm"
+                    )
                 with gr.Row():
                     downloads = {
                         key: gr.DownloadButton(text, value=None, interactive=False, elem_id=f"download-{key}")
                         for key, text in DOWNLOADS
                     }
 
-        outputs = [status, shown, overlay, label_map, table, *downloads.values()]
+        pick_outputs = [pick_info, split, merge, cutout]
+        outputs = [status, shown, overlay, label_map, table, *downloads.values(), *pick_outputs]
         flat_controls = [(m, n, c) for m, named in controls.items() for n, c in named.items()]
         control_inputs = [c for _, _, c in flat_controls]
 
@@ -117,7 +128,32 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                 for key, _ in DOWNLOADS
             ]
             rows = view.rows if view.rows else None
-            return [text, view.image, view.overlay, view.label_map, rows, *files]
+            unpicked = [
+                PICK_HINT,
+                gr.Button(interactive=False),
+                gr.Button(interactive=False),
+                gr.DownloadButton(value=None, interactive=False),
+            ]
+            return [text, view.image, view.overlay, view.label_map, rows, *files, *unpicked]
+
+        def render_pick(pick: Pick) -> list[Any]:
+            text = ("**Error:** " if pick.error else "") + html.escape(pick.status)
+            return [
+                text,
+                gr.skip() if pick.overlay is None else pick.overlay,
+                gr.Button(interactive=pick.can_split),
+                gr.Button(interactive=pick.can_merge),
+                gr.DownloadButton(
+                    value=None if pick.cutout is None else str(pick.cutout), interactive=pick.cutout is not None
+                ),
+            ]
+
+        def guarded_pick(action):  # noqa: ANN001, ANN202 - wraps the pick handlers below
+            try:
+                return render_pick(action())
+            except Exception as exc:  # the page shows one line, the log keeps the traceback
+                logger.exception("web handler failed")
+                return render_pick(Pick(status=f"internal error ({type(exc).__name__}): {one_line(exc)}", error=True))
 
         def guarded(action):  # noqa: ANN001, ANN202 - wraps the handlers below
             try:
@@ -180,6 +216,34 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
         for control in control_inputs:
             control.change(on_settings, settings_inputs, outputs, **settings_events)
         vocabulary.submit(on_settings, settings_inputs, outputs, **settings_events)
+
+        def on_pick_pixel(event: gr.SelectData, request: gr.Request):  # noqa: ANN202
+            session = store.get(request.session_hash)
+            x, y = event.index
+            return guarded_pick(lambda: service.pick(session, int(x), int(y)))
+
+        def on_pick_row(event: gr.SelectData, request: gr.Request):  # noqa: ANN202
+            session = store.get(request.session_hash)
+            row = event.row_value or []
+            if not row or row[0] in ("", None):
+                return [gr.skip()] * len(pick_outputs_with_overlay)
+            return guarded_pick(lambda: service.pick_segment(session, int(row[0])))
+
+        def on_edit(name: str):  # noqa: ANN202
+            def handler(request: gr.Request):  # noqa: ANN202
+                session = store.get(request.session_hash)
+                return guarded(lambda: getattr(service, name)(session))
+
+            return handler
+
+        pick_outputs_with_overlay = [pick_info, overlay, split, merge, cutout]
+        pick_events = {"concurrency_limit": RESEGMENT_CONCURRENCY, "concurrency_id": "pick"}
+        overlay.select(on_pick_pixel, None, pick_outputs_with_overlay, **pick_events)
+        table.select(on_pick_row, None, pick_outputs_with_overlay, **pick_events)
+        edit_events = {"concurrency_limit": RESEGMENT_CONCURRENCY, "concurrency_id": "resegment"}
+        split.click(on_edit("split"), None, outputs, **edit_events)
+        merge.click(on_edit("merge"), None, outputs, **edit_events)
+        reset.click(on_edit("reset_edits"), None, outputs, **edit_events)
 
         def on_unload(request: gr.Request) -> None:
             store.close(request.session_hash)

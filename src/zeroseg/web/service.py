@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from zeroseg.errors import ConfigError, ImageError, ZeroSegError, one_line
+from zeroseg.web.edits import with_edits
 from zeroseg.web.sessions import Session
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,21 @@ class View:
     rows: list[list[Any]] = field(default_factory=list)
     downloads: dict[str, Path] = field(default_factory=dict)
     num_segments: int = 0
+
+
+@dataclass
+class Pick:
+    """What the page shows for a picked segment: its description, the overlay with it highlighted, its cut-out
+    (PNG, alpha 0 outside the mask) and which edits apply (``error`` set: ``status`` says why, the rest empty)."""
+
+    status: str
+    error: bool = False
+    segment_id: int | None = None
+    overlay: np.ndarray | None = None
+    cutout: Path | None = None
+    region: int | None = None
+    can_split: bool = False
+    can_merge: bool = False
 
 
 TABLE_HEADERS = ["id", "area (px)", "area (%)", "bbox (x, y, w, h)", "label", "score"]
@@ -186,6 +202,7 @@ class SegmentService:
         except ZeroSegError as exc:
             return self._error(session, _describe(exc, method))
         session.keep(item, method=method, model=model, name=name)
+        session.overrides, session.labels = _changed(pipe, settings), labels.strip()
         return self._view(session, item, f"segmented {name}")
 
     def resegment(
@@ -202,15 +219,157 @@ class SegmentService:
             return View(status="upload an image first")
         try:
             pipe = self._pipeline_with(session.method, session.model, {}, labels)
+            overrides = _changed(pipe, settings)
             progress(0.3, "segmenting (PAMR)" if settings.get("pamr") else "segmenting")
             start = time.perf_counter()
-            result = pipe.resegment(base, **_changed(pipe, settings))
+            edited = self._edited_base(session, session.edits) if base.tree is not None else base
+            result = pipe.resegment(edited, **overrides)
             seconds = time.perf_counter() - start
         except ZeroSegError as exc:
             return self._error(session, _describe(exc, session.method), keep_result=True)
-        if result.tree is not None and result.tree is not base.tree:
+        session.overrides, session.labels = overrides, labels.strip()
+        if result.tree is not None and result.tree is not edited.tree:
             session.base = replace(base, tree=result.tree)  # alpha changed: keep the new tree for the next move
+            session.edits = []  # the edits named regions of the old tree
+        if base.tree is None:
+            session.edits = []  # label-map edits name the ids of the old result
+        result = with_edits(result, session.edits)
         return self._view(session, result, f"re-segmented in {seconds:.2f} s from the kept capture")
+
+    # ------------------------------------------------------------------------------------------ exploring
+
+    def pick(self, session: Session, x: int, y: int) -> Pick:
+        """The segment under pixel (``x``, ``y``) of the current result (a click on the overlay)."""
+        result = session.result
+        if result is None:
+            return Pick(status="upload an image first", error=True)
+        height, width = result.labels.shape
+        if not (0 <= x < width and 0 <= y < height):
+            return Pick(status=f"({x}, {y}) is outside the {width}x{height} image", error=True)
+        return self.pick_segment(session, int(result.labels[int(y), int(x)]))
+
+    def pick_segment(self, session: Session, segment_id: int) -> Pick:
+        """Highlight one segment, describe it and write its cut-out; remembered for split and merge."""
+        from PIL import Image
+
+        result = session.result
+        if result is None:
+            return Pick(status="upload an image first", error=True)
+        if not 0 <= segment_id < result.num_segments:
+            return Pick(status=f"there is no segment {segment_id} (ids 0..{result.num_segments - 1})", error=True)
+        if session.picked != segment_id:
+            session.previous, session.picked = session.picked, segment_id
+        mask = result.labels == segment_id
+        segment = result.segments[segment_id]
+        overlay = session.overlay if session.overlay is not None else np.asarray(_render_overlay(result))
+        highlighted = np.where(mask[..., None], overlay, (overlay * 0.3).astype(np.uint8))
+        cutout = np.dstack([result.image, np.where(mask, 255, 0).astype(np.uint8)])
+        for old in session.folder.glob("*_segment-*.png"):
+            old.unlink(missing_ok=True)
+        path = session.folder / f"{Path(session.name or 'image').stem or 'image'}_segment-{segment_id}.png"
+        Image.fromarray(cutout, "RGBA").save(path, compress_level=1)
+        x, y, w, h = segment.bbox
+        total = max(result.labels.size, 1)
+        share = 100.0 * segment.area / total
+        text = f"segment {segment_id} · {segment.area} px ({share:.2f} %) · box x {x}, y {y}, {w}x{h}"
+        if segment.label:
+            text += f" · {segment.label}" + ("" if segment.score is None else f" ({segment.score:.3f})")
+            if segment.alternatives:
+                text += " · runners-up: " + ", ".join(f"{name} ({p:.3f})" for name, p in segment.alternatives)
+        region, can_split, can_merge = None, False, False
+        if result.tree is not None:
+            from zeroseg.web.edits import segment_regions
+
+            region = segment_regions(result, float(result.settings["tau"]))[segment_id]
+            node = result.tree.nodes[region]
+            can_split, can_merge = node.children is not None, node.parent is not None
+            text += f" · NCut region {region}"
+        else:
+            can_merge = session.previous is not None and session.previous < result.num_segments
+            if can_merge:
+                text += f" · Merge joins it with segment {session.previous}"
+        return Pick(
+            status=text,
+            segment_id=segment_id,
+            overlay=highlighted,
+            cutout=path,
+            region=region,
+            can_split=can_split,
+            can_merge=can_merge,
+        )
+
+    def split(self, session: Session) -> View:
+        """DiffCut: replace the picked segment by the two children of its NCut region."""
+        return self._edit(session, "split")
+
+    def merge(self, session: Session) -> View:
+        """DiffCut: join the picked segment's region with its sibling; DiffSeg: join the last two picked segments."""
+        return self._edit(session, "merge")
+
+    def reset_edits(self, session: Session) -> View:
+        """Drop every local edit: back to the segmentation of the current settings."""
+        if session.base is None:
+            return View(status="upload an image first")
+        session.edits = []
+        return self._apply_edits(session, "edits undone")
+
+    def _edit(self, session: Session, op: str) -> View:
+        result = session.result
+        if result is None or session.picked is None:
+            return View(status="pick a segment first", error=True)
+        pick = self.pick_segment(session, session.picked)
+        if pick.error:
+            return View(status=pick.status, error=True)
+        if result.tree is not None:
+            if op == "split" and not pick.can_split:
+                return View(status=f"segment {pick.segment_id} has no split in the NCut tree", error=True)
+            if op == "merge" and not pick.can_merge:
+                return View(status="the whole image is one region: nothing to merge with", error=True)
+            edit = {"op": op, "node": pick.region}
+            what = f"{op} of segment {pick.segment_id} (NCut region {pick.region})"
+        else:
+            if op == "split":
+                return View(status=f"{session.method} has no segment tree to split along", error=True)
+            if not pick.can_merge or session.previous == session.picked:
+                return View(status="pick two segments to merge (one, then the other)", error=True)
+            edit = {"op": "merge", "segments": [session.previous, session.picked]}
+            what = f"merge of segments {session.previous} and {session.picked}"
+        session.edits = [*session.edits, edit]
+        session.picked = session.previous = None
+        return self._apply_edits(session, what)
+
+    def _apply_edits(self, session: Session, what: str) -> View:
+        """Re-run the current settings with the session's edits (DiffCut from the kept capture and tree)."""
+        from zeroseg.web.edits import apply_label_edits
+
+        try:
+            pipe = self._pipeline_with(session.method, session.model, {}, session.labels)
+            start = time.perf_counter()
+            if session.base.tree is not None:
+                result = pipe.resegment(self._edited_base(session, session.edits), **session.overrides)
+            else:
+                unedited = pipe.resegment(session.base, **session.overrides)
+                result = apply_label_edits(unedited, session.edits, namer=pipe.namer)
+            seconds = time.perf_counter() - start
+        except ZeroSegError as exc:
+            session.edits = session.edits[:-1]
+            return self._error(session, _describe(exc, session.method), keep_result=True)
+        result = with_edits(result, session.edits)
+        return self._view(session, result, f"{what} in {seconds:.2f} s · {len(session.edits)} edits")
+
+    @staticmethod
+    def _edited_base(session: Session, edits: list[dict[str, Any]]) -> Any:
+        """The session's base with its NCut tree carrying ``edits`` (the plain tree when there are none); the
+        edited tree is kept while the edits stay, so a tau move does not write the tree download again."""
+        from zeroseg.diffcut.tree import EditedTree
+
+        base = session.base
+        if not edits:
+            return base
+        tree = session.edited_tree
+        if tree is None or tree.base is not base.tree or tree.edits != edits:
+            tree = session.edited_tree = EditedTree(base.tree, edits)
+        return replace(base, tree=tree)
 
     def load_upload(self, path: str | os.PathLike[str], name: str) -> Any:
         """The uploaded image as RGB, or a one-line :class:`ImageError` naming the file (size, pixels, format)."""
@@ -272,6 +431,7 @@ class SegmentService:
         from zeroseg.outputs import palette
 
         session.result = result
+        session.picked = session.previous = None  # ids may have changed: pick again
         stem = Path(session.name or "image").stem or "image"
         formats = ["png", "overlay", "json"]
         if result.tree is not None and session.tree_written is not result.tree:
@@ -294,11 +454,13 @@ class SegmentService:
             for s in result.segments
         ]
         colours = palette(max(int(result.labels.max()) + 1, 1))[result.labels]
+        overlay = _render_overlay(result)
+        session.overlay = np.asarray(overlay)
         status = f"{result.num_segments} segments · {what} · UNet passes for this image: {session.backbone_passes}"
         return View(
             status=status,
             image=result.image,
-            overlay=writers.render_overlay(result),
+            overlay=overlay,
             label_map=colours.astype(np.uint8),
             rows=rows,
             downloads=downloads,
@@ -326,6 +488,12 @@ class _Turn:
         self.lock.release()
         with self.service._count_lock:
             self.service._waiting[self.model] -= 1
+
+
+def _render_overlay(result: Any) -> Any:
+    from zeroseg import writers
+
+    return writers.render_overlay(result)
 
 
 def tree_bound(method: str, setting: str) -> float | None:

@@ -33,6 +33,9 @@ class Session:
         result: what the page shows now (``base`` re-segmented with the current settings).
         method / model / name: how ``base`` was made and the uploaded file's name.
         backbone_passes: backbone passes run for the current image (one; re-segmenting adds none).
+        overrides / labels: the method settings and vocabulary of the current result (what an edit re-runs).
+        edits: local edits of the current result (:mod:`zeroseg.web.edits`), in the order made.
+        picked / previous: the segment ids picked last and before it (DiffSeg merges the two).
     """
 
     folder: Path
@@ -44,6 +47,13 @@ class Session:
     backbone_passes: int = 0
     downloads: dict[str, Path] = field(default_factory=dict)
     tree_written: Any = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    labels: str = ""
+    edits: list[dict[str, Any]] = field(default_factory=list)
+    edited_tree: Any = None
+    picked: int | None = None
+    previous: int | None = None
+    overlay: Any = None
     touched: float = field(default_factory=time.monotonic)
 
     def keep(self, result: Any, *, method: str, model: str | None, name: str) -> None:
@@ -58,6 +68,8 @@ class Session:
         self.method = self.model = self.name = None
         self.backbone_passes = 0
         self.downloads, self.tree_written = {}, None
+        self.overrides, self.labels, self.edits, self.edited_tree = {}, "", [], None
+        self.picked = self.previous = self.overlay = None
         for path in self.folder.glob("*"):
             if path.is_file():
                 path.unlink(missing_ok=True)
@@ -71,7 +83,7 @@ class Session:
                 continue
             for value in (result.labels, result.image, *(result.capture or {}).values()):
                 total += _nbytes(value, seen)
-            tree = result.tree
+            tree = getattr(result.tree, "base", result.tree)  # an edited tree shares the base tree's regions
             if tree is not None and id(tree) not in seen:
                 seen.add(id(tree))
                 total += sum(node.members.numel() * node.members.element_size() for node in tree.nodes)
