@@ -16,7 +16,9 @@ import copy
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,18 @@ class _Loaded:
     load_seconds: float
 
 
+_Captured = tuple[_Loaded, dict[str, Any], float]
+"""An image that went through the backbone: the image, its capture and the capture's seconds per image."""
+
+
+@dataclass
+class _InFlight:
+    """A batch handed to the stage threads: its capture (all of its items, in order) and one outcome per item."""
+
+    captured: Future
+    outcomes: list[Future]
+
+
 class Pipeline:
     """A loaded segmenter plus optional naming, run over images in batches.
 
@@ -71,6 +85,10 @@ class Pipeline:
         keep_tree: for methods that offer a segment tree (:attr:`Segmenter.tree_spec`, DiffCut's NCut tree), build
             it and keep it in each result (``result.tree``): ``True`` up to the spec's bound, a number up to that
             value; :meth:`resegment` within the bound then reads the cut from the tree.
+        overlap: run the stages of consecutive batches at once in :meth:`stream` (decoding batch i+2, the
+            backbone pass of batch i+1, the method and naming of batch i, each in its own thread) so the
+            accelerator does not wait for the host; ``None`` (default) overlaps when the backbone is not on the
+            CPU, where the stages would share the same cores. Results are the same either way.
 
     Every label map carries canonical segment ids (:func:`zeroseg.refine.relabel.canonical_labels`: raster order
     of each segment's first pixel), whatever the method's internal order, so ids do not follow float noise.
@@ -86,6 +104,7 @@ class Pipeline:
         keep_capture: bool = False,
         naming_settings: dict[str, Any] | None = None,
         keep_tree: bool | float | None = None,
+        overlap: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"must be at least 1 (got {batch_size})", setting="batch_size")
@@ -98,6 +117,7 @@ class Pipeline:
         self.keep_capture = keep_capture
         self.naming_settings = naming_settings or {}
         self.keep_tree = keep_tree
+        self.overlap = overlap
 
     @property
     def method(self) -> str:
@@ -126,12 +146,30 @@ class Pipeline:
         """Segment ``images`` lazily in batches; a bad image gives a :class:`Failure` and the stream goes on.
 
         ``images``: a path, PIL image, ``(H, W, 3)`` uint8 array, ``(3, H, W)`` float tensor in [0, 1], an
-        :class:`ImageItem`, or an iterable of them. Items are pulled one batch at a time, so a generator that
-        claims outputs as it yields only claims what is about to be worked on.
+        :class:`ImageItem`, or an iterable of them. Results come in input order. Items are pulled one batch at a
+        time (overlapped: at most one batch ahead of the one in the backbone), so a generator that claims outputs
+        as it yields only claims what is about to be worked on.
         """
         iterator = iter(_as_iterable(images))
-        while batch := list(itertools.islice(iterator, self.batch_size)):
-            yield from self._run_batch(batch)
+        if not self._overlaps():
+            while batch := self._next_batch(iterator):
+                yield from self._run_batch(batch)
+            return
+        first = self._next_batch(iterator)
+        second = self._next_batch(iterator) if first else []
+        if not second:  # one batch: nothing to overlap
+            yield from self._run_batch(first)
+            return
+        yield from self._stream_overlapped(iterator, first, second)
+
+    def _overlaps(self) -> bool:
+        """Whether :meth:`stream` overlaps the stages (see the ``overlap`` argument)."""
+        if self.overlap is not None:
+            return self.overlap
+        return _device_type(self.segmenter) not in (None, "cpu")
+
+    def _next_batch(self, iterator: Iterator[Any]) -> list[Any]:
+        return list(itertools.islice(iterator, self.batch_size))
 
     def resegment(self, result: SegmentationResult, **overrides: Any) -> SegmentationResult:
         """Redo the method on a kept capture with other method settings (no backbone pass).
@@ -152,30 +190,76 @@ class Pipeline:
 
     def _run_batch(self, batch: list[Any]) -> list[SegmentationResult | Failure]:
         """One batch, in input order: load each image, one backbone pass for those that loaded, then finish."""
-        outcomes: list[SegmentationResult | Failure | None] = [None] * len(batch)
-        loaded: dict[int, _Loaded] = {}
-        for index, entry in enumerate(batch):
+        return [self._finish_item(item) for item in self._capture(self._load(batch))]
+
+    def _stream_overlapped(
+        self, iterator: Iterator[Any], *batches: list[Any]
+    ) -> Iterator[SegmentationResult | Failure]:
+        """:meth:`stream` with one thread per stage: while batch i is finished (method, naming) and its results
+        are yielded, batch i+1 is in the backbone and batch i+2 is decoded.
+
+        At most three batches are held, two of them as captures: memory stays flat over a long stream. The input
+        is read on the caller's thread, after batch i's capture ends (batch i+1's starts). Only the capture
+        thread runs the backbone, and only the method thread the method, one image after another.
+        """
+        stages = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"zeroseg-stream-{name}") for name in ("load", "capture", "method")
+        ]
+        window: deque[_InFlight] = deque(self._submit(stages, batch) for batch in batches)
+        try:
+            while window:
+                current = window[0]
+                wait([current.captured])
+                if batch := self._next_batch(iterator):
+                    window.append(self._submit(stages, batch))
+                for outcome in current.outcomes:
+                    yield outcome.result()
+                window.popleft()
+        finally:
+            _stop(stages, window)
+
+    def _submit(self, stages: list[ThreadPoolExecutor], batch: list[Any]) -> _InFlight:
+        """Queue one batch on the load, capture and method threads, each stage waiting for the one before."""
+        loader, device, host = stages
+        loaded = loader.submit(self._load, batch)
+        captured = device.submit(lambda: self._capture(loaded.result()))
+        outcomes = [host.submit(lambda k=k: self._finish_item(captured.result()[k])) for k in range(len(batch))]
+        return _InFlight(captured, outcomes)
+
+    def _load(self, batch: list[Any]) -> list[_Loaded | Failure]:
+        """Decode every image of a batch: its loaded form, or a :class:`Failure` for one that does not load."""
+        items: list[_Loaded | Failure] = []
+        for entry in batch:
             item = entry if isinstance(entry, ImageItem) else ImageItem(entry, _source_of(entry))
             start = time.perf_counter()
             try:
                 pil = load_image(item.image)
             except ZeroSegError as exc:
-                outcomes[index] = Failure(item.source, _named(item.source, str(exc)), exc)
+                items.append(Failure(item.source, _named(item.source, str(exc)), exc))
                 continue
-            loaded[index] = _Loaded(item.source, pil, to_tensor(pil), time.perf_counter() - start)
-        if loaded:
-            start = time.perf_counter()
-            try:
-                captures = self.segmenter.capture_images([entry.tensor for entry in loaded.values()])
-            except (RuntimeError, ValueError, ZeroSegError) as exc:
-                for index, entry in loaded.items():
-                    line = f"{entry.source or 'image'}: segmentation failed ({type(exc).__name__}: {one_line(exc)})"
-                    outcomes[index] = Failure(entry.source, line, exc)
-            else:
-                capture_seconds = (time.perf_counter() - start) / len(loaded)
-                for (index, entry), capture in zip(loaded.items(), captures, strict=True):
-                    outcomes[index] = self._finish_or_fail(entry, capture, capture_seconds)
-        return [outcome for outcome in outcomes if outcome is not None]
+            items.append(_Loaded(item.source, pil, to_tensor(pil), time.perf_counter() - start))
+        return items
+
+    def _capture(self, items: list[_Loaded | Failure]) -> list[_Captured | Failure]:
+        """One backbone pass for the images that loaded: per item its capture, or its :class:`Failure`."""
+        loaded = [item for item in items if isinstance(item, _Loaded)]
+        if not loaded:
+            return list(items)
+        start = time.perf_counter()
+        try:
+            captures = self.segmenter.capture_images([entry.tensor for entry in loaded])
+        except (RuntimeError, ValueError, ZeroSegError) as exc:
+            return [_capture_failure(item, exc) if isinstance(item, _Loaded) else item for item in items]
+        seconds = (time.perf_counter() - start) / len(loaded)
+        by_image = {id(entry): capture for entry, capture in zip(loaded, captures, strict=True)}
+        return [(item, by_image[id(item)], seconds) if isinstance(item, _Loaded) else item for item in items]
+
+    def _finish_item(self, item: _Captured | Failure) -> SegmentationResult | Failure:
+        """The method (and naming) on one captured image; a failed image passes through."""
+        if isinstance(item, Failure):
+            return item
+        entry, capture, seconds = item
+        return self._finish_or_fail(entry, capture, seconds)
 
     def _finish_or_fail(self, entry: _Loaded, capture: dict[str, Any], seconds: float) -> SegmentationResult | Failure:
         try:
@@ -216,7 +300,7 @@ class Pipeline:
             source=entry.source,
             segments=segments if segments is not None else segments_of(labels),
             image=np.asarray(entry.pil),
-            capture=capture if self.keep_capture else None,
+            capture=_on_host(capture) if self.keep_capture else None,
             tree=tree,
             timings=timings,
         )
@@ -261,6 +345,7 @@ def build_pipeline(
     batch_size: int = 1,
     keep_capture: bool = False,
     keep_tree: bool | float | None = None,
+    overlap: bool | None = None,
     backbone: Any = None,
     config: Any = None,
     **settings: Any,
@@ -272,7 +357,7 @@ def build_pipeline(
         device / dtype / revision / variant / model_config: how the backbone loads (see
             :class:`~zeroseg.segmenter.Segmenter`).
         naming: open-vocabulary naming (:class:`NamingOptions`), or ``None``.
-        batch_size / keep_capture / keep_tree: see :class:`Pipeline`.
+        batch_size / keep_capture / keep_tree / overlap: see :class:`Pipeline`.
         backbone: an already loaded backbone to share.
         config: an already validated method config (then ``settings`` must be empty).
         **settings: method config fields (text values are parsed as on the command line, e.g.
@@ -308,6 +393,7 @@ def build_pipeline(
         batch_size=batch_size,
         keep_capture=keep_capture,
         keep_tree=keep_tree,
+        overlap=overlap,
         naming_settings=naming.to_dict() if namer is not None else None,
     )
 
@@ -381,6 +467,33 @@ def _as_iterable(images: Any) -> Iterable[Any]:
     if isinstance(images, torch.Tensor):
         return list(images) if images.ndim == 4 else [images]
     return images
+
+
+def _device_type(segmenter: Any) -> str | None:
+    """The type of the device the segmenter's backbone runs on (``None`` for a method without a backbone)."""
+    backbone = getattr(segmenter, "backbone", None)
+    device = getattr(backbone, "device", None)
+    return None if device is None else torch.device(device).type
+
+
+def _on_host(capture: dict[str, Any]) -> dict[str, Any]:
+    """A capture with its tensors on the CPU, to keep in a result (an accelerator's memory holds only the
+    batches in flight)."""
+    return {name: value.cpu() if isinstance(value, torch.Tensor) else value for name, value in capture.items()}
+
+
+def _capture_failure(entry: _Loaded, exc: BaseException) -> Failure:
+    line = f"{entry.source or 'image'}: segmentation failed ({type(exc).__name__}: {one_line(exc)})"
+    return Failure(entry.source, line, exc)
+
+
+def _stop(stages: list[ThreadPoolExecutor], window: deque[_InFlight]) -> None:
+    """Drop the queued work of a stream that ended early and wait for the running stages to return."""
+    for batch in window:
+        for future in [batch.captured, *batch.outcomes]:
+            future.cancel()
+    for stage in stages:
+        stage.shutdown(wait=True, cancel_futures=True)
 
 
 def _source_of(image: Any) -> str | None:

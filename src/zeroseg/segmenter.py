@@ -102,6 +102,13 @@ class Segmenter(ABC):
         """Where the UNet runs."""
         return self.backbone.device
 
+    @property
+    def method_device(self) -> torch.device:
+        """Where :meth:`capture` leaves its tensors, so :meth:`segment_capture` runs there: the backbone's CUDA
+        device, else the CPU (the methods compute in float64 in places, which MPS lacks)."""
+        device = torch.device(self.device)
+        return device if device.type == "cuda" else torch.device("cpu")
+
     def capture_key(self) -> dict[str, Any]:
         """Everything that determines :meth:`capture`'s output, for cache keys (model identity included)."""
         key = {"method": self.method, "dtype": str(self.backbone.dtype).replace("torch.", "")}
@@ -153,7 +160,8 @@ class Segmenter(ABC):
 
     @abstractmethod
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Run the backbone on ``(B, 3, H, W)`` images in [0, 1]; one dict of CPU tensors per image."""
+        """Run the backbone on ``(B, 3, H, W)`` images in [0, 1]; one dict of tensors per image, on the CPU or,
+        for a method that runs on the accelerator, on :attr:`method_device` (only its label maps come back)."""
 
     @abstractmethod
     def segment_capture(

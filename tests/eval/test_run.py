@@ -135,7 +135,8 @@ def test_background_merge_in_a_run(tmp_path):
     report = evaluate(FakeSegmenter(), dataset, protocol="diffseg", save_predictions=tmp_path / "p")
     assert report.miou == pytest.approx(1.0)
     pred = np.asarray(Image.open(tmp_path / "p" / "a.png"))
-    assert sorted(np.unique(pred)) == [0, 4]  # red kept, green/blue/black merged into pred.max() + 1
+    # red kept, green/blue/black merged into one background segment; saved with canonical ids (top-left first)
+    assert sorted(np.unique(pred)) == [0, 1] and (pred == pred[0, 0]).mean() == pytest.approx(0.25, abs=0.01)
     without = evaluate(FakeSegmenter(), dataset, protocol="diffseg", matching="per-image", limit=1)
     assert without.miou == pytest.approx(1.0)
 

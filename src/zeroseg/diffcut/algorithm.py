@@ -34,6 +34,16 @@ def _check_out_size(out_size: tuple[int, int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def _ncut_on_host(affinity: torch.Tensor, *, tau: float, exact_reference: bool) -> torch.Tensor:
+    """Recursive NCut of an affinity on any device, run on the CPU; the labels come back to that device.
+
+    The recursion is many small data-dependent steps around one LAPACK eigensolve per split (scipy's for the
+    default path, torch's CPU ``eigh`` with ``exact_reference``), so the small ``(n, n)`` affinity (4 MiB for a
+    32x32 grid) goes to the host once rather than every step waiting for the accelerator.
+    """
+    return recursive_ncut(affinity.cpu(), tau=tau, exact_reference=exact_reference).to(affinity.device)
+
+
 def segment_features(
     features: torch.Tensor,
     *,
@@ -95,16 +105,16 @@ def segment_features(
     if tree is not None:
         if tree.grid != tuple(grid) or not tree.fits(tau=tau, alpha=alpha, exact_reference=exact_reference):
             raise ConfigError("`tree` was built for other features or settings (grid, alpha, exact_reference, tau)")
-        coarse = tree.cut(tau)
+        coarse = tree.cut(tau).to(feats.device)
     else:
         affinity = compute_affinity(feats, alpha=alpha)
-        coarse = recursive_ncut(affinity, tau=tau, exact_reference=exact_reference).reshape(grid)
+        coarse = _ncut_on_host(affinity, tau=tau, exact_reference=exact_reference).reshape(grid)
     logger.debug("recursive NCut: %d segments on the %dx%d grid", int(coarse.max()) + 1, *grid)
     work = working_size((height, width), max_pixels) if image is not None else (height, width)
     labels = assign_concepts(feats, coarse, work, chunk_pixels=chunk_pixels, exact_reference=exact_reference)
     if image is None:
         return relabel_sequential(labels)
-    image = image.to(torch.float32)
+    image = image.to(device=feats.device, dtype=torch.float32)
     if work == (height, width):  # the official path: image resized to the output size, PAMR there
         if tuple(image.shape[1:]) != (height, width):
             image = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]

@@ -23,7 +23,7 @@ DEFAULT_CHUNK_PIXELS = 1 << 18
 """Output pixels scored per band: 262144 pixels x K concepts x 4 bytes (10 MB for K = 10)."""
 
 
-def bilinear_matrix(in_size: int, out_size: int) -> torch.Tensor:
+def bilinear_matrix(in_size: int, out_size: int, device: torch.device | None = None) -> torch.Tensor:
     """Interpolation matrix of 1-D bilinear resizing with ``align_corners=False``.
 
     Reproduces ``F.interpolate(mode="bilinear", align_corners=False)`` without antialiasing along one axis:
@@ -33,17 +33,18 @@ def bilinear_matrix(in_size: int, out_size: int) -> torch.Tensor:
     Args:
         in_size: input length n.
         out_size: output length N.
+        device: where the matrix is built.
 
     Returns:
         (N, n) float32 matrix R with ``resized = R @ signal``.
     """
     scale = in_size / out_size
-    source = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_(min=0.0)
+    source = ((torch.arange(out_size, dtype=torch.float64, device=device) + 0.5) * scale - 0.5).clamp_(min=0.0)
     low = source.floor().long().clamp_(max=in_size - 1)
     high = (low + 1).clamp_(max=in_size - 1)
     frac = (source - low).to(torch.float32)
-    matrix = torch.zeros(out_size, in_size, dtype=torch.float32)
-    rows = torch.arange(out_size)
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float32, device=device)
+    rows = torch.arange(out_size, device=device)
     matrix.index_put_((rows, low), 1.0 - frac, accumulate=True)
     matrix.index_put_((rows, high), frac, accumulate=True)
     return matrix
@@ -63,8 +64,8 @@ def compute_concepts(features: torch.Tensor, labels: torch.Tensor, *, normalize:
     channels = features.shape[0]
     flat = labels.reshape(-1).to(torch.long)
     num_labels = int(flat.max()) + 1
-    one_hot = torch.zeros(num_labels, flat.numel(), dtype=torch.float32)
-    one_hot[flat, torch.arange(flat.numel())] = 1.0
+    one_hot = torch.zeros(num_labels, flat.numel(), dtype=torch.float32, device=features.device)
+    one_hot[flat, torch.arange(flat.numel(), device=features.device)] = 1.0
     sums = one_hot @ features.reshape(channels, -1).to(torch.float32).T
     concepts = sums / one_hot.sum(1, keepdim=True).clamp_(min=1.0)
     if normalize:
@@ -118,10 +119,10 @@ def assign_concepts(
     _, segments = torch.unique(labels, return_inverse=True)  # official: one concept per present value
     concepts = compute_concepts(feats, segments.reshape(labels.shape), normalize=not exact_reference)
     scores = torch.einsum("kc,chw->khw", concepts, feats)  # (K, h, w) scores on the feature grid
-    rows = bilinear_matrix(feats.shape[1], height)  # (H, h)
-    scores = scores @ bilinear_matrix(feats.shape[2], width).T  # (K, h, W): columns resized once
+    rows = bilinear_matrix(feats.shape[1], height, feats.device)  # (H, h)
+    scores = scores @ bilinear_matrix(feats.shape[2], width, feats.device).T  # (K, h, W): columns resized once
     band = max(1, int(chunk_pixels) // width)
-    out = torch.empty(height, width, dtype=torch.long)
+    out = torch.empty(height, width, dtype=torch.long, device=feats.device)
     for start in range(0, height, band):
         stop = min(height, start + band)
         band_scores = torch.einsum("Hh,khW->kHW", rows[start:stop], scores)

@@ -33,10 +33,10 @@ class DiffCut(Segmenter):
 
     @torch.inference_mode()
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Encoder features ``{"features": (C, h, w)}`` per image (float32, CPU)."""
+        """Encoder features ``{"features": (C, h, w)}`` per image (float32, on :attr:`method_device`)."""
         latents, conditioning = self.unet_inputs(images, noise_seed=self.config.seed)
         features = capture_features(self.backbone, latents, self.config.timestep, conditioning)
-        return [{"features": f.float().cpu()} for f in features]
+        return [{"features": f.float().to(self.method_device)} for f in features]
 
     def segment_capture(
         self,
@@ -74,8 +74,9 @@ class DiffCut(Segmenter):
 
     def ncut_tree(self, capture: dict[str, torch.Tensor], *, max_tau: float) -> NCutTree:
         """The NCut tree of a capture with this config's ``alpha`` and ``exact_reference``, cut up to ``max_tau``:
-        :meth:`segment_capture` with it and any ``tau <= max_tau`` needs no eigensolve."""
+        :meth:`segment_capture` with it and any ``tau <= max_tau`` needs no eigensolve. The tree is built and
+        kept on the CPU, whatever device the capture is on."""
         cfg = self.config
         return ncut_tree_from_features(
-            capture["features"].float(), alpha=cfg.alpha, max_tau=max_tau, exact_reference=cfg.exact_reference
+            capture["features"].float().cpu(), alpha=cfg.alpha, max_tau=max_tau, exact_reference=cfg.exact_reference
         )

@@ -34,8 +34,8 @@ _ANCHOR_CHUNK_ELEMENTS = 1 << 21
 _EXACT_CHUNK_ELEMENTS = 1 << 23
 
 
-def anchor_grid(num_per_side: int, side: int = 64) -> torch.Tensor:
-    """Evenly spaced ``(row, col)`` anchors on a ``side x side`` grid, row-major, shape ``(M*M, 2)``.
+def anchor_grid(num_per_side: int, side: int = 64, device: torch.device | None = None) -> torch.Tensor:
+    """Evenly spaced ``(row, col)`` anchors on a ``side x side`` grid, row-major, shape ``(M*M, 2)`` on ``device``.
 
     The official ``generate_sampling_grid`` for a 64 grid, generalised from 63 to ``side - 1``: step
     ``(side-1) // (M-1)``, centred. M=16, side 64 gives rows/cols 1, 5, ..., 61; M=4 gives 0, 21, 42, 63.
@@ -49,7 +49,7 @@ def anchor_grid(num_per_side: int, side: int = 64) -> torch.Tensor:
         raise ConfigError(f"`num_per_side` (anchors per side) must be an integer in [2, {side}], got {num_per_side!r}")
     step = (side - 1) // (num_per_side - 1)
     start = (side - 1 - step * (num_per_side - 1)) // 2
-    coords = start + step * torch.arange(num_per_side)
+    coords = start + step * torch.arange(num_per_side, device=device)
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")
     return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
 
@@ -179,7 +179,7 @@ def merge_by_kl(
             f"fails with a single iteration), got {thresholds}"
         )
     if isinstance(anchors, numbers.Integral) and not isinstance(anchors, bool):
-        coords = anchor_grid(int(anchors), side)
+        coords = anchor_grid(int(anchors), side, aggregated.device)
     else:
         coords = _check_anchor_coords(anchors, side)
     anchor_index = (coords[:, 0] * side + coords[:, 1]).to(aggregated.device)
@@ -192,7 +192,8 @@ def merge_by_kl(
     else:
         flat = aggregated.reshape(side * side, -1).to(torch.float32)
         dist = _anchor_distances(flat, anchor_index)
-        dist[torch.arange(len(anchor_index)), anchor_index] = 0.0  # D(x, x) = 0 exactly: never unmatched
+        rows = torch.arange(len(anchor_index), device=dist.device)
+        dist[rows, anchor_index] = 0.0  # D(x, x) = 0 exactly: never unmatched
         matches = (dist < thresholds[0]).to(torch.float32)
         del dist
         proposals = (matches @ flat) / matches.sum(1, keepdim=True)

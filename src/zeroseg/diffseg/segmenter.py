@@ -38,12 +38,13 @@ class DiffSeg(Segmenter):
 
     @torch.inference_mode()
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Self-attention maps of every grid side, ``{"attn_<r>": (r*r, r*r)}`` per image (float32, CPU)."""
+        """Self-attention maps of every grid side, ``{"attn_<r>": (r*r, r*r)}`` per image (float32, on
+        :attr:`method_device`)."""
         cfg = self.config
         latents, conditioning = self.unet_inputs(images, noise_seed=cfg.seed if cfg.noise else None)
         maps = capture_self_attention(self.backbone, latents, cfg.timestep, conditioning)
         return [
-            {f"{ATTENTION_PREFIX}{side}": maps[side][b].cpu() for side in sorted(maps, reverse=True)}
+            {f"{ATTENTION_PREFIX}{side}": maps[side][b].to(self.method_device) for side in sorted(maps, reverse=True)}
             for b in range(latents.shape[0])
         ]
 

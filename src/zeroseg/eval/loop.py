@@ -320,6 +320,7 @@ def load_captures(
         t0 = time.perf_counter()
         with torch.inference_mode():
             fresh = segmenter.capture(torch.stack([images[i] for i in missing]))
+            fresh = [{name: value.cpu() for name, value in capture.items()} for capture in fresh]
         timing.capture_s += time.perf_counter() - t0
         timing.captured += len(missing)
         for i, capture in zip(missing, fresh, strict=True):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -80,9 +81,14 @@ def _fill_border(buffer: torch.Tensor, pad: int) -> None:
     buffer[:, :, pad + width :] = buffer[:, :, pad + width - 1 : pad + width]
 
 
-def _flat_workspace(numel: int) -> torch.Tensor:
+def _flat_workspace(numel: int, device: torch.device) -> torch.Tensor:
     """A float32 buffer allocated once per call; ``view_first`` takes contiguous views of any smaller size."""
-    return torch.empty(numel, dtype=torch.float32)
+    return torch.empty(numel, dtype=torch.float32, device=device)
+
+
+def _kernels_for(tensor: torch.Tensor) -> ModuleType | None:
+    """The compiled kernels for a CPU tensor (they read its memory as numpy arrays); None elsewhere."""
+    return compiled_kernels() if tensor.device.type == "cpu" else None
 
 
 def _view_first(buffer: torch.Tensor, *shape: int) -> torch.Tensor:
@@ -101,7 +107,7 @@ def _channel_variance(padded: torch.Tensor, offsets, num_dilations: int, pad: in
     _, height, width = out.shape
     num_samples = 9 * num_dilations
     band = min(height, max(1, AFFINITY_BAND_PIXELS // width))
-    mean_space, diff_space = (_flat_workspace(3 * band * width) for _ in range(2))
+    mean_space, diff_space = (_flat_workspace(3 * band * width, padded.device) for _ in range(2))
     for start in range(0, height, band):
         stop = min(height, start + band)
         view = _padded_view(padded, pad, start, stop, width)
@@ -157,8 +163,8 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     pad = max(dils)
     height, width = image.shape[1:]
     padded = _replicate_pad(image.to(torch.float32), pad)
-    variance = torch.empty(3, height, width, dtype=torch.float32)
-    kernels = compiled_kernels()
+    variance = torch.empty(3, height, width, dtype=torch.float32, device=image.device)
+    kernels = _kernels_for(image)
     if kernels is not None:
         dys, dxs = kernels.offsets_arrays(offsets)
         args = (padded.numpy(), dys, dxs, len(dils), pad, variance.numpy())
@@ -166,10 +172,10 @@ def local_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tenso
     else:
         _channel_variance(padded, offsets, len(dils), pad, variance)
     denom = variance.sqrt_().mul_(0.1).add_(1e-8)  # torch's sqrt on the whole map, in both forms
-    weights = torch.empty(len(offsets), height, width, dtype=torch.float32)
+    weights = torch.empty(len(offsets), height, width, dtype=torch.float32, device=image.device)
     band = min(height, max(1, AFFINITY_BAND_PIXELS // width))
-    logit_space, soft_space = (_flat_workspace(len(offsets) * band * width) for _ in range(2))
-    diff_space = _flat_workspace(3 * band * width) if kernels is None else None
+    logit_space, soft_space = (_flat_workspace(len(offsets) * band * width, image.device) for _ in range(2))
+    diff_space = _flat_workspace(3 * band * width, image.device) if kernels is None else None
     for start in range(0, height, band):
         stop = min(height, start + band)
         logits, soft = (_view_first(space, len(offsets), stop - start, width) for space in (logit_space, soft_space))
@@ -206,7 +212,7 @@ def _iterate(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], 
     height, width = masks.shape[1:]
     source = _replicate_pad(masks, pad)
     target = torch.empty_like(source)
-    kernels = compiled_kernels()
+    kernels = _kernels_for(masks)
     if kernels is not None:
         dys, dxs = kernels.offsets_arrays(offsets)
     for _ in range(int(num_iter)):
@@ -282,14 +288,14 @@ def median_filter3(labels: torch.Tensor) -> torch.Tensor:
         small = -(1 << 15) <= low and high < (1 << 15)
         work_dtype = torch.int16 if small else torch.int32
     # replicate padding, written into one buffer (torch pads only float tensors)
-    padded = torch.empty(height + 2, width + 2, dtype=work_dtype)
+    padded = torch.empty(height + 2, width + 2, dtype=work_dtype, device=labels.device)
     padded[1:-1, 1:-1] = labels
     padded[0, 1:-1], padded[-1, 1:-1] = padded[1, 1:-1], padded[-2, 1:-1]
     padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
-    out = torch.empty(height, width, dtype=labels.dtype)
+    out = torch.empty(height, width, dtype=labels.dtype, device=labels.device)
     band = min(height, max(1, MEDIAN_BAND_PIXELS // width))
-    values = [torch.empty(band * width, dtype=work_dtype) for _ in range(9)]
-    spare = torch.empty(band * width, dtype=work_dtype)
+    values = [torch.empty(band * width, dtype=work_dtype, device=labels.device) for _ in range(9)]
+    spare = torch.empty(band * width, dtype=work_dtype, device=labels.device)
     for start in range(0, height, band):
         rows = min(height, start + band) - start
         taps = [v[: rows * width].view(rows, width) for v in values]

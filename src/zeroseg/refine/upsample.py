@@ -57,8 +57,8 @@ def upsample_argmax(
     x0, x1, wx0, wx1 = bilinear_taps(in_w, width, device)
     kernels = compiled_kernels() if device.type == "cpu" else None
     if kernels is not None:
-        labels = torch.empty(height, width, dtype=torch.long)
-        taps = [t.numpy() for t in (x0, x1, wx0, wx1, *bilinear_taps(in_h, height))]
+        labels = torch.empty(height, width, dtype=torch.long, device=device)
+        taps = [t.numpy() for t in (x0, x1, wx0, wx1, *bilinear_taps(in_h, height, device))]
         kernels.run_rows(kernels.upsample_argmax, (0, height), maps.contiguous().numpy(), *taps, labels.numpy())
         return labels
     rows = (maps[:, :, x0] * wx0 + maps[:, :, x1] * wx1).permute(1, 2, 0).contiguous()
