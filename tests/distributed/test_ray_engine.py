@@ -170,11 +170,9 @@ def test_a_batch_that_fails_without_retries_is_recorded_as_lost_and_the_job_goes
         before_batch=KillOnce(str(tmp_path / "killed"), "img02"),
         echo=None,
     )
-    # The batch whose worker died is lost; a batch queued on the same actor at that moment may be lost with it.
-    lost = {f.image_id for f in report.failures}
-    assert "img02" in lost and all(f.stage == "worker" and "lost" in f.error for f in report.failures)
-    assert report.done + len(lost) == 4
-    written = {p.stem for p in out.glob("img*.png")}
-    assert written == {"img01", "img02", "img03", "img05"} - lost
-    manifest = (out / FAILURES_FILE).read_text()
-    assert all(image_id in manifest for image_id in lost)
+    # The batch whose worker died is lost (with a batch queued on the same actor, maybe); its images are run
+    # again alone, where img02 goes through: nothing is recorded as failed, nothing is counted twice.
+    assert (tmp_path / "killed").is_file()
+    assert report.failures == [] and report.done == 4
+    assert {p.stem for p in out.glob("img*.png")} == {"img01", "img02", "img03", "img05"}
+    assert (out / FAILURES_FILE).read_text() == "image_id,path,stage,error\n"

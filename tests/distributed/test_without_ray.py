@@ -76,8 +76,9 @@ def test_bad_manifests_are_one_line_problems(tmp_path, content, problem):
 
 def test_ray_options_without_the_ray_engine_are_refused(tmp_path):
     _touch_images(tmp_path, "a.png")
-    result = runner.invoke(app, ["segment", str(tmp_path / "a.png"), "--format", "parquet"])
-    assert result.exit_code == 1 and "need `--engine ray`" in result.output
+    for flags in (["--format", "parquet"], ["--max-retries", "1"]):
+        result = runner.invoke(app, ["segment", str(tmp_path / "a.png"), *flags])
+        assert result.exit_code == 1 and "need `--engine ray`" in result.output
     result = runner.invoke(app, ["segment", str(tmp_path / "a.png"), "--engine", "spark"])
     assert result.exit_code == 1 and "`--engine` must be local or ray" in result.output
 
@@ -100,10 +101,10 @@ def test_the_local_mode_never_imports_ray(tiny_sd_path, tmp_path):
 
 
 def test_the_failures_manifest_is_an_input_manifest_with_the_same_output_names(tmp_path):
-    from zeroseg.distributed.report import Failure, failures_csv
+    from zeroseg.distributed.report import FailureRow, failures_csv
 
     _touch_images(tmp_path, "photos/2024/b.png")
-    failure = Failure("2024/b", str(tmp_path / "photos/2024/b.png"), "segment", 'b.png: failed, "quoted", twice')
+    failure = FailureRow("2024/b", str(tmp_path / "photos/2024/b.png"), "segment", 'b.png: failed, "quoted", twice')
     (tmp_path / "zeroseg-failures.csv").write_bytes(failures_csv([failure]))
     items, problems = expand_sources([str(tmp_path / "zeroseg-failures.csv")])
     assert problems == [] and [(item.image_id, item.location) for item in items] == [("2024/b", failure.path)]

@@ -27,6 +27,7 @@ def segment_with_ray(
     address: str | None,
     num_workers: int | None,
     gpus_per_worker: float | None,
+    max_retries: int | None = None,
 ) -> int:
     """Run the job, print its throughput report; returns the exit code (1 when any image failed).
 
@@ -44,6 +45,8 @@ def segment_with_ray(
     options = RayOptions(
         address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size
     )
+    if max_retries is not None:
+        options.max_task_retries = max_retries
     pipeline = {
         "method": method,
         "device": device,

@@ -120,6 +120,15 @@ def segment_command(
     gpus_per_worker: Annotated[
         float | None, typer.Option(min=0, help="Ray: GPUs per worker. Default: 1 with --device cuda, else 0.")
     ] = None,
+    max_retries: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Ray: times a batch runs again after its worker died (default 2); then its images run again in "
+            "smaller batches, and one that still kills its worker alone is recorded as failed.",
+            show_default=False,
+        ),
+    ] = None,
     output_format: Annotated[
         str, typer.Option("--format", help="Ray: files (as --save) or parquet (per-segment rows in OUT/segments).")
     ] = "files",
@@ -137,11 +146,17 @@ def segment_command(
         clip_weights=clip_weights,
         clip_size=clip_size,
     )
-    ray_options = {"address": address, "num_workers": num_workers, "gpus_per_worker": gpus_per_worker}
+    ray_options = {
+        "address": address,
+        "num_workers": num_workers,
+        "gpus_per_worker": gpus_per_worker,
+        "max_retries": max_retries,
+    }
     if engine not in ("local", "ray"):
         raise fail(ConfigError(f"must be local or ray (got {engine!r})", setting="engine"))
     if engine == "local" and (output_format != "files" or any(v is not None for v in ray_options.values())):
-        raise fail(ConfigError("`--address`, `--num-workers`, `--gpus-per-worker` and `--format` need `--engine ray`"))
+        ray_flags = "`--address`, `--num-workers`, `--gpus-per-worker`, `--max-retries` and `--format`"
+        raise fail(ConfigError(f"{ray_flags} need `--engine ray`"))
     run = {
         "out": out,
         "method": method,

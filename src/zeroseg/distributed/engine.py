@@ -1,6 +1,6 @@
 """Segmenting an image collection on a Ray cluster with Ray Data (the only zeroseg module that imports Ray).
 
-The job is one streaming Ray Data pipeline::
+The job is a streaming Ray Data pipeline (one per pass, see below)::
 
     from_items(image ids, locations)               the driver's list of what is left to do
       -> map_batches(decode_batch)                 Ray tasks: read + decode, apart from the UNet
@@ -8,16 +8,22 @@ The job is one streaming Ray Data pipeline::
                                                    outputs written (claims, atomic files)
       -> outcome rows, streamed back to the driver (counts, failures, throughput)
 
-Fault tolerance is Ray's: an actor that dies is restarted (Ray Data's default ``max_restarts=-1``) and its
-batch is run again (``max_task_retries``, unlimited unless :attr:`RayOptions.max_task_retries` says otherwise),
-possibly on another worker. A batch that still fails (its worker raised, or died too often) is dropped rather
-than ending the job (``DataContext.max_errored_blocks``) and its images are recorded as failures, so a rerun
-does them again. Everything already written is skipped before the job starts: a rerun does only what is missing.
+Fault tolerance is Ray's, with bounds. A worker that dies (a crash, the OOM killer) is restarted and its batch
+is run again, possibly on another worker, at most :attr:`RayOptions.max_task_retries` times (default 2); read
+tasks are retried as often, and actors restart at most as often as the batches of a pass could kill them (Ray
+Data does not replace an actor out of restarts: with none left the job would wait forever). A batch that still
+fails is dropped rather than ending the job (``DataContext.max_errored_blocks``), and the driver runs its images
+again in a pass of their own, in batches half the size, and so on down to one image a batch (one a block, one in
+flight per actor): the rest of the batch gets written, and an image that still kills its worker when alone is
+recorded as a failure (``zeroseg-failures.csv``), so a rerun does it again. Everything already written is skipped
+before the job starts: a rerun does only what is missing.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
+import logging
 import math
 import os
 import time
@@ -35,6 +41,10 @@ from .storage import join, write_bytes
 from .worker import JobSpec, SegmentWorker
 
 OUTPUT_FORMATS = ("files", "parquet")
+_RAY_DATA_ERROR_LOGGERS = (  # where Ray Data logs a dropped block's error and an actor's death, with tracebacks
+    "ray.data._internal.execution.streaming_executor_state",
+    "ray.data._internal.execution.operators.actor_pool_map_operator",
+)
 _LOADING_KEYS = frozenset(
     {"method", "device", "dtype", "revision", "variant", "model_config", "naming", "batch_size", "keep_capture"}
 )
@@ -53,8 +63,9 @@ class RayOptions:
         cpus_per_worker: CPUs each actor holds; on CPU workers it is also torch's thread count.
         read_cpus: CPUs each read + decode task holds.
         batch_size: images per UNet batch, and per batch handed to an actor.
-        max_task_retries: times a batch is retried after its worker died before its images count as failed
-            (default: Ray Data's, retry until it succeeds).
+        max_task_retries: times a batch (and a read task) is run again after its worker died before it is given
+            up (default 2: three attempts); its images are then run again in smaller batches, and one that
+            still kills its worker when alone counts as failed.
         num_cpus: CPUs of a Ray started here (default: all of them); ignored when joining a cluster.
         progress: show Ray Data's progress bars.
         init_options: more keyword arguments for ``ray.init`` (``runtime_env``, ``namespace``, ...).
@@ -66,7 +77,7 @@ class RayOptions:
     cpus_per_worker: float = 1.0
     read_cpus: float = 0.25
     batch_size: int = 1
-    max_task_retries: int | None = None
+    max_task_retries: int = 2
     num_cpus: int | None = None
     progress: bool = True
     init_options: dict[str, Any] = field(default_factory=dict)
@@ -81,7 +92,7 @@ class RayOptions:
             raise ConfigError("CPUs per worker and per read task must be positive")
         if self.batch_size < 1:
             raise ConfigError(f"`--batch-size` must be at least 1 (got {self.batch_size})")
-        if self.max_task_retries is not None and self.max_task_retries < 0:
+        if self.max_task_retries < 0:
             raise ConfigError(f"retries must not be negative (got {self.max_task_retries})")
 
 
@@ -171,32 +182,77 @@ def segment_on_ray(
 def _run(
     todo: list[Any], job: JobSpec, options: RayOptions, report: RunReport, start: float, echo: Callable | None
 ) -> None:
-    """Start or join Ray, stream the job's outcomes into ``report``, and record images that never came back."""
+    """Start or join Ray, stream the job's outcomes into ``report``, and run images whose batches were lost again
+    in smaller batches until each is alone; those still lost then are recorded as failures."""
     ray = require("ray", "ray", "`--engine ray`")
     require("ray.data", "ray", "`--engine ray`")
     started_here = not ray.is_initialized()
     if started_here:
         _init(ray, options)
+    left, batch_size, split = todo, options.batch_size, False
+    loggers = [logging.getLogger(name) for name in _RAY_DATA_ERROR_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(_traceback_as_text)
     try:
         workers, cpus = _worker_shape(ray, options)
         if echo is not None:
             echo(f"{len(todo)} images on {workers} worker(s), {cpus:g} CPU(s) each, {options.gpus_per_worker:g} GPU(s)")
         job.threads = None if options.gpus_per_worker else max(1, round(cpus))
-        dataset = _build_dataset(ray, todo, job, options, workers=workers, cpus_per_worker=cpus)
         seen: set[str] = set()
-        try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                report.startup_s = report.startup_s or time.perf_counter() - start
-                seen.update(report.add_outcomes(batch))
-        except ray.exceptions.RayError as exc:
-            raise ZeroSegError(f"the Ray job stopped: {_root_cause(exc)}") from None
+        while True:
+            shape = {"workers": workers, "cpus_per_worker": cpus, "batch_size": batch_size, "split": split}
+            left = _one_pass(ray, left, job, options, report, seen, start, **shape)
+            # Ray Data ends a finished pass's actors by dropping their handles, which reference cycles (and logged
+            # tracebacks, see _traceback_as_text) hold: collect now, or the next pass waits for the CPUs they hold.
+            gc.collect()
+            if not left or (split and batch_size == 1):
+                break
+            batch_size, split = max(1, batch_size // 2), True
+            if echo is not None:
+                echo(f"{len(left)} image(s) lost with their batches, run again in batches of {batch_size}")
     finally:
+        for logger in loggers:
+            logger.removeFilter(_traceback_as_text)
         if started_here:
             ray.shutdown()
-    for item in todo:
-        if item.image_id not in seen:
-            error = f"{item.location}: lost, its batch failed on every attempt (worker died or raised; see Ray's logs)"
-            report.fail(item.image_id, item.location, "worker", error)
+    attempts = options.max_task_retries + 1
+    for item in left:
+        error = f"{item.location}: worker died while segmenting it, {_times(attempts)} (see Ray's logs)"
+        report.fail(item.image_id, item.location, "worker", error)
+
+
+def _one_pass(
+    ray: Any,
+    items: list[Any],
+    job: JobSpec,
+    options: RayOptions,
+    report: RunReport,
+    seen: set[str],
+    start: float,
+    **shape: Any,
+) -> list[Any]:
+    """Run ``items`` through one pipeline, fold their outcomes into ``report``; returns those that never came back."""
+    dataset = _build_dataset(ray, items, job, options, **shape)
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            report.startup_s = report.startup_s or time.perf_counter() - start
+            seen.update(report.add_outcomes(batch, skip=seen))
+    except ray.exceptions.RayError as exc:
+        raise ZeroSegError(f"the Ray job stopped: {_root_cause(exc)}") from None
+    return [item for item in items if item.image_id not in seen]
+
+
+def _traceback_as_text(record: logging.LogRecord) -> bool:
+    """Keep a logged error's traceback as text, not as frames: the frames hold the pass's actors, so a handler that
+    keeps records (a log capture) would keep them alive, and the next pass would wait forever for their CPUs."""
+    if record.exc_info:
+        record.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+        record.exc_info = None
+    return True
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def _absolute(location: str) -> str:
@@ -240,7 +296,15 @@ def _init(ray: Any, options: RayOptions) -> None:
 
 
 def _build_dataset(
-    ray: Any, todo: list[Any], job: JobSpec, options: RayOptions, *, workers: int, cpus_per_worker: float
+    ray: Any,
+    todo: list[Any],
+    job: JobSpec,
+    options: RayOptions,
+    *,
+    workers: int,
+    cpus_per_worker: float,
+    batch_size: int,
+    split: bool,
 ) -> Any:
     context = copy.deepcopy(ray.data.DataContext.get_current())  # this job's settings, the caller's left alone
     context.max_errored_blocks = -1  # a batch lost after every retry is recorded, the job goes on
@@ -248,27 +312,53 @@ def _build_dataset(
     context.print_on_execution_start = options.progress
     context.enable_auto_log_stats = False
     with ray.data.DataContext.current(context):  # datasets keep the context they were made under
-        return _pipeline(ray, todo, job, options, workers=workers, cpus_per_worker=cpus_per_worker)
+        return _pipeline(
+            ray,
+            todo,
+            job,
+            options,
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            batch_size=batch_size,
+            split=split,
+        )
 
 
 def _pipeline(
-    ray: Any, todo: list[Any], job: JobSpec, options: RayOptions, *, workers: int, cpus_per_worker: float
+    ray: Any,
+    todo: list[Any],
+    job: JobSpec,
+    options: RayOptions,
+    *,
+    workers: int,
+    cpus_per_worker: float,
+    batch_size: int,
+    split: bool,
 ) -> Any:
+    """One pass over ``todo``. A ``split`` pass reruns lost images: one batch a block and one batch in flight per
+    actor, so a batch whose worker dies takes no other batch down with it."""
     rows = [{reading.IMAGE_ID: item.image_id, reading.LOCATION: item.location} for item in todo]
-    dataset = ray.data.from_items(rows, override_num_blocks=_num_blocks(len(rows), options.batch_size, workers))
+    blocks = math.ceil(len(rows) / batch_size) if split else _num_blocks(len(rows), batch_size, workers)
+    retries = options.max_task_retries
+    pool = {"size": min(workers, blocks), "max_tasks_in_flight_per_actor": 1} if split else {"size": workers}
+    dataset = ray.data.from_items(rows, override_num_blocks=blocks)
     dataset = dataset.map_batches(
-        reading.decode_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=options.read_cpus
+        reading.decode_batch,
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=options.read_cpus,
+        max_retries=retries,  # Ray Data's default retries a read task whose process died without limit
     )
-    retries = {} if options.max_task_retries is None else {"max_task_retries": options.max_task_retries}
     return dataset.map_batches(
         SegmentWorker,
         fn_constructor_args=(job,),
-        batch_size=options.batch_size,
+        batch_size=batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers),
+        compute=ray.data.ActorPoolStrategy(**pool),
         num_cpus=cpus_per_worker,
         num_gpus=options.gpus_per_worker or None,
-        **retries,  # Ray Data's defaults otherwise: actors restart without limit, batches retry until done
+        max_task_retries=retries,
+        max_restarts=(retries + 1) * blocks,  # each death costs a block an attempt: the retries run out first
     )
 
 

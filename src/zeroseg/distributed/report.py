@@ -14,9 +14,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from zeroseg.folder_run import STATUS_DONE, STATUS_SKIPPED
 
 FAILURES_FILE = "zeroseg-failures.csv"
 REPORT_FILE = "zeroseg-report.json"
@@ -26,14 +28,14 @@ STAGES = ("read", "unet", "cluster", "name", "write")
 """Where time goes, per image: reading + decoding (in the read tasks), the UNet pass (capture), clustering
 (the method's segmentation of the capture), naming (CLIP, when a vocabulary is given) and writing outputs."""
 
-STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
 OUTCOME_COLUMNS = ("image_id", "location", "status", "stage", "error", "worker", "busy_s", "finished_at", "segments")
 OUTCOME_COLUMNS += tuple(f"{stage}_s" for stage in STAGES)
 
 
 @dataclass
-class Failure:
-    """One image that could not be segmented: where it failed (``stage``) and why (one line)."""
+class FailureRow:
+    """A row of the failures manifest: an image that could not be segmented, where (``stage``) and why (one
+    line). :class:`zeroseg.pipeline.Failure` is the in-stream counterpart, before an image has an output name."""
 
     image_id: str
     path: str
@@ -61,7 +63,7 @@ class RunReport:
     already_done: int = 0
     done: int = 0
     skipped: int = 0
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[FailureRow] = field(default_factory=list)
     workers: dict[str, WorkerStats] = field(default_factory=dict)
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_s: float = 0.0
@@ -70,10 +72,15 @@ class RunReport:
     finished: dict[float, int] = field(default_factory=dict)
     """Images segmented per worker batch, by the (wall clock) time the batch finished."""
 
-    def add_outcomes(self, batch: Mapping[str, Any]) -> list[str]:
-        """Fold a batch of outcome rows in; returns the image ids it covered."""
+    def add_outcomes(self, batch: Mapping[str, Any], skip: Collection[str] = ()) -> list[str]:
+        """Fold a batch of outcome rows in, but for images in ``skip`` (already counted: a retried batch may
+        deliver some twice); returns the image ids it added."""
         ids = [str(value) for value in batch["image_id"]]
+        added = []
         for row in range(len(ids)):
+            if ids[row] in skip:
+                continue
+            added.append(ids[row])
             status = str(batch["status"][row])
             worker = str(batch["worker"][row])
             if status == STATUS_DONE:
@@ -91,10 +98,10 @@ class RunReport:
                 stats = self.workers.setdefault(worker, WorkerStats())
                 stats.images += status == STATUS_DONE
                 stats.busy_s += float(batch["busy_s"][row])
-        return ids
+        return added
 
     def fail(self, image_id: str, path: str, stage: str, error: str) -> None:
-        self.failures.append(Failure(image_id, path, stage, error))
+        self.failures.append(FailureRow(image_id, path, stage, error))
 
     @property
     def images_per_s(self) -> float:
@@ -158,7 +165,7 @@ class RunReport:
         return lines
 
 
-def failures_csv(failures: Iterable[Failure]) -> bytes:
+def failures_csv(failures: Iterable[FailureRow]) -> bytes:
     """The failures manifest as CSV bytes (header always present, so an empty run says so too)."""
     text = io.StringIO()
     out = csv.writer(text, lineterminator="\n")

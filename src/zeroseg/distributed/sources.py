@@ -33,8 +33,9 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
-class ImageItem:
-    """One image to segment: ``image_id`` names its outputs, ``location`` is a local path or a URI."""
+class ImageLocation:
+    """Where one image of the collection is: ``image_id`` names its outputs, ``location`` is a local path or a URI
+    (decoded later by a read task; :class:`zeroseg.pipeline.ImageItem` holds an image already at hand)."""
 
     image_id: str
     location: str
@@ -53,7 +54,7 @@ def is_manifest(location: str) -> bool:
 
 def expand_sources(
     arguments: Sequence[str], *, recursive: bool = False, path_column: str | None = None
-) -> tuple[list[ImageItem], list[str]]:
+) -> tuple[list[ImageLocation], list[str]]:
     """Expand ``INPUT...`` into image items (de-duplicated, deterministic order) and one-line problems.
 
     Args:
@@ -66,7 +67,7 @@ def expand_sources(
         Items whose ids come from a manifest's ``image_id`` column keep them; the others get
         :func:`output_stems` names, computed over all of them together so that names never collide.
     """
-    named: list[ImageItem] = []
+    named: list[ImageLocation] = []
     unnamed: list[str] = []
     roots: list[str] = []
     problems: list[str] = []
@@ -87,7 +88,7 @@ def expand_sources(
                 elif (problem := _id_problem(image_id)) is not None:
                     problems.append(f"{argument}: image_id {image_id!r} {problem}")
                 else:
-                    named.append(ImageItem(image_id.replace("\\", "/"), location))
+                    named.append(ImageLocation(image_id.replace("\\", "/"), location))
         elif is_uri(argument):
             found, root, problem = _expand_uri(argument, recursive=recursive)
             unnamed.extend(found)
@@ -205,7 +206,7 @@ def _expand_uri(uri: str, *, recursive: bool) -> tuple[list[str], str | None, st
     return sorted(found), prefix, None
 
 
-def _name_items(named: list[ImageItem], unnamed: list[str], roots: list[str]) -> list[ImageItem]:
+def _name_items(named: list[ImageLocation], unnamed: list[str], roots: list[str]) -> list[ImageLocation]:
     """Give every unnamed location an :func:`output_stems` id; drop repeated locations (first one kept)."""
     seen: set[str] = set()
     unique_named = []
@@ -228,7 +229,7 @@ def _name_items(named: list[ImageItem], unnamed: list[str], roots: list[str]) ->
         if stem.casefold() in taken:
             stem = _free_name(stem, taken)
         taken.add(stem.casefold())
-        items.append(ImageItem(stem, location))
+        items.append(ImageLocation(stem, location))
     return items
 
 

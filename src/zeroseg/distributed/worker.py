@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from zeroseg.folder_run import SETTINGS_FILE, FolderRun
+from zeroseg.folder_run import SETTINGS_FILE, STATUS_FAILED, FolderRun
 
 from . import reading
-from .report import OUTCOME_COLUMNS, STAGES, STATUS_FAILED
+from .report import OUTCOME_COLUMNS, STAGES
 from .sinks import make_sink
 from .storage import write_bytes
 
