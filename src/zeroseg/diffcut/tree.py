@@ -130,13 +130,7 @@ class NCutTree:
         Raises:
             ConfigError: if ``tau`` is not a finite positive number or exceeds :attr:`max_tau`.
         """
-        masks = []
-        for node in self.accepted_splits(tau):
-            mask = torch.zeros(self.num_nodes, dtype=torch.bool)
-            mask[self.nodes[node.children[0]].members] = True  # type: ignore[index]
-            masks.append(mask)
-        labels = assemble_clusters(masks, self.num_nodes)
-        return labels if self.grid is None else labels.reshape(self.grid)
+        return _labels_of_splits(self.accepted_splits(tau), self.nodes, self.num_nodes, self.grid)
 
     def num_segments(self, tau: float) -> int:
         """Number of segments of :meth:`cut` at ``tau`` without assembling the labels."""
@@ -237,6 +231,19 @@ class NCutTree:
         if tau > self.max_tau:
             raise ConfigError(f"`tau` {tau} exceeds the {self.max_tau} the NCut tree was built with; build it again")
         return float(tau)
+
+
+def _labels_of_splits(
+    splits: Sequence[NCutNode], nodes: Sequence[NCutNode], num_nodes: int, grid: tuple[int, int] | None
+) -> torch.Tensor:
+    """Labels of the graph after ``splits`` (in depth-first order), as ``recursive_ncut`` numbers them."""
+    masks = []
+    for node in splits:
+        mask = torch.zeros(num_nodes, dtype=torch.bool)
+        mask[nodes[node.children[0]].members] = True  # type: ignore[index]
+        masks.append(mask)
+    labels = assemble_clusters(masks, num_nodes)
+    return labels if grid is None else labels.reshape(grid)
 
 
 def build_ncut_tree(
@@ -411,13 +418,7 @@ class EditedTree:
 
     def cut(self, tau: float) -> torch.Tensor:
         """Labels at ``tau`` with the edits applied (as :meth:`NCutTree.cut`; equal to it without edits)."""
-        masks = []
-        for node in self.accepted_splits(tau):
-            mask = torch.zeros(self.num_nodes, dtype=torch.bool)
-            mask[self.nodes[node.children[0]].members] = True  # type: ignore[index]
-            masks.append(mask)
-        labels = assemble_clusters(masks, self.num_nodes)
-        return labels if self.grid is None else labels.reshape(self.grid)
+        return _labels_of_splits(self.accepted_splits(tau), self.nodes, self.num_nodes, self.grid)
 
     def num_segments(self, tau: float) -> int:
         """Number of segments of :meth:`cut` at ``tau``."""
