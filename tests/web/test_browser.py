@@ -350,3 +350,26 @@ def test_split_then_merge(browser, server, images):
         _wait_status(page, r"edits undone")
     finally:
         context.close()
+
+
+def test_image_size_change_is_one_more_pass(browser, server, images):
+    context, page = _segmented(browser, server, images)
+    try:
+        assert _passes(_status(page)) == 1
+        label = page.locator("#diffcut-image-size").inner_text()
+        assert "Image size (new UNet pass)" in label
+        box = page.locator("#diffcut-image-size input[type=number]")
+        assert box.input_value() == "256"  # the server's --size
+        box.fill("128")
+        box.press("Enter")
+        status = _wait_status(page, r"captured again \(image size 128\)")
+        assert _passes(status) == 2  # exactly one more UNet pass, no new upload
+        assert page.locator("#overlay img").count() == 1
+        with page.expect_download() as info:
+            page.locator("#download-json").click()
+        document = json.loads(Path(info.value.path()).read_text())
+        assert document["settings"]["image_size"] == 128 and (document["height"], document["width"]) == (96, 128)
+        _set_slider(page, "diffcut-tau", 0.8)  # re-segments the new capture: no further pass
+        assert _passes(_wait_status(page, r"re-segmented")) == 2
+    finally:
+        context.close()

@@ -145,7 +145,8 @@ def test_build_demo_without_launching(service, store):
     assert isinstance(demo, gr.Blocks)
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     expected = {"upload", "sample", "method", "status", "overlay", "label-map", "segments", "download-json"}
-    expected |= {"pick", "split", "merge", "reset-edits", "download-cutout"}
+    expected |= {"pick", "split", "merge", "reset-edits", "download-cutout", "diffcut-image-size"}
+    expected |= {"diffcut-timestep", "diffseg-image-size", "diffseg-timestep"}
     assert expected <= ids
     assert {"diffcut-tau", "diffcut-alpha", "diffcut-pamr", "diffseg-kl-threshold", "diffseg-anchors"} <= ids
     assert (store.root / "sample-scene.png").is_file()
@@ -169,3 +170,43 @@ def test_cli_help_imports_neither_gradio_nor_torch():
     code = "import sys; from zeroseg.cli.app import app; print('gradio' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_recapture_costs_one_pass_per_change(service, store, scene):
+    session = store.get("visitor")
+    service.segment_upload(session, scene, method="diffcut", model=service.models[0], settings=NO_PAMR)
+    first = session.base
+    total = service.backbone_passes
+    assert session.backbone_passes == 1 and session.capture == {}
+    view = service.recapture(session, capture={"image_size": 64}, settings=NO_PAMR)
+    assert not view.error and view.status.endswith("UNet passes for this image: 2")
+    assert service.backbone_passes == total + 1 and session.capture == {"image_size": 64}
+    assert view.label_map.shape == (48, 64, 3)  # the label map keeps the image's size ...
+    old, new = first.capture["features"], session.base.capture["features"]
+    assert new.shape[-1] < old.shape[-1]  # ... the capture is of the smaller side
+    assert session.base.settings["image_size"] == 64 and session.base.tree is not first.tree
+    # The same settings again only re-segment; a timestep change is one more pass; back to the default is too.
+    same = service.recapture(session, capture={"image_size": "64"}, settings=NO_PAMR | {"tau": 0.8})
+    assert not same.error and session.backbone_passes == 2 and service.backbone_passes == total + 1
+    service.recapture(session, capture={"image_size": 64, "timestep": 20}, settings=NO_PAMR)
+    assert session.backbone_passes == 3 and session.base.settings["timestep"] == 20
+    back = service.recapture(session, capture={"image_size": 128.0, "timestep": None}, settings=NO_PAMR)
+    assert not back.error and session.capture == {} and session.backbone_passes == 4
+    assert service.backbone_passes == total + 3
+    # Edits and re-segmentations use the new capture's pipeline; a new upload starts at one pass again.
+    assert not service.resegment(session, settings=NO_PAMR | {"tau": 0.6}).error
+    service.segment_upload(session, scene, method="diffcut", model=service.models[0], settings=NO_PAMR)
+    assert session.backbone_passes == 1 and session.capture == {}
+
+
+def test_recapture_errors_keep_the_result(service, store, scene):
+    session = store.get("visitor")
+    assert service.recapture(session, capture={"image_size": 64}, settings={}).status == "upload an image first"
+    service.segment_upload(
+        session, scene, method="diffseg", model=service.models[0], settings={}, capture={"image_size": 64}
+    )
+    assert session.capture == {"image_size": 64} and session.base.settings["image_size"] == 64
+    view = service.recapture(session, capture={"image_size": -5}, settings={})
+    assert view.error and "--size" in view.status and "\n" not in view.status
+    assert session.base is not None and session.backbone_passes == 1
+    assert service.recapture(session, capture={"seed": 3}, settings={}).error  # not offered on the page

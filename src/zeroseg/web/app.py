@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from zeroseg.errors import one_line, require
-from zeroseg.web.service import TABLE_HEADERS, Pick, SegmentService, View, tree_bound
+from zeroseg.web.service import CAPTURE_SETTINGS, TABLE_HEADERS, Pick, SegmentService, View, tree_bound
 from zeroseg.web.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
         gr.Markdown(
             "## zeroseg: zero-shot segmentation with a diffusion UNet\n"
             "Upload an image (or use the sample), then move the settings: the page re-segments from the kept "
-            "capture, without another UNet pass."
+            "capture, without another UNet pass. The controls marked *new UNet pass* capture the kept image "
+            "again (one pass each change, no new upload)."
         )
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
@@ -72,7 +73,8 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                 model = gr.Dropdown(
                     models or [""],
                     value=models[0] if models else "",
-                    label="Model",
+                    label="Model (new UNet pass)",
+                    info="Another model captures the kept image again: one more UNet pass.",
                     visible=len(models) > 1,
                     elem_id="model",
                 )
@@ -83,10 +85,15 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                     placeholder="sky|clouds, grass, house",
                     elem_id="vocabulary",
                 )
-                groups, controls = {}, {}
+                groups, controls, capture_controls = {}, {}, {}
                 for name in service.methods:
                     with gr.Group(visible=name == service.methods[0]) as group:
                         gr.Markdown(f"**{name} settings**")
+                        capture_controls[name] = {
+                            o.name: _capture_control(gr, name, o, service.capture_settings)
+                            for o in method_options(name)
+                            if o.capture and o.name in CAPTURE_SETTINGS
+                        }
                         controls[name] = {o.name: _control(gr, name, o) for o in method_options(name) if o.ui}
                     groups[name] = group
             with gr.Column(scale=2):
@@ -115,9 +122,13 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
         outputs = [status, shown, overlay, label_map, table, *downloads.values(), *pick_outputs]
         flat_controls = [(m, n, c) for m, named in controls.items() for n, c in named.items()]
         control_inputs = [c for _, _, c in flat_controls]
+        capture_inputs = [c for named in capture_controls.values() for c in named.values()]
 
         def settings_of(chosen: str, data: dict[Any, Any]) -> dict[str, Any]:
             return {n: data[c] for m, n, c in flat_controls if m == chosen}
+
+        def capture_of(chosen: str, data: dict[Any, Any]) -> dict[str, Any]:
+            return {n: data[c] for n, c in capture_controls[chosen].items()}
 
         def render(view: View) -> list[Any]:
             text = ("**Error:** " if view.error else "") + html.escape(view.status)
@@ -178,6 +189,23 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                     model=model_name or service.default_model(chosen),
                     settings=settings_of(chosen, data),
                     labels=labels or "",
+                    capture=capture_of(chosen, data),
+                    progress=lambda f, d: progress(f, desc=d),
+                )
+            )
+
+        def on_capture(data: dict, request: gr.Request, progress=gr.Progress()):  # noqa: ANN001, ANN202, B008
+            chosen, model_name, labels = data[method], data[model], data[vocabulary]
+            session = store.get(request.session_hash)
+            if session.base is None or session.method != chosen:
+                return [gr.skip()] * len(outputs)  # nothing kept to capture again: the next upload uses them
+            return guarded(
+                lambda: service.recapture(
+                    session,
+                    capture=capture_of(chosen, data),
+                    model=model_name or service.default_model(chosen),
+                    settings=settings_of(chosen, data),
+                    labels=labels or "",
                     progress=lambda f, d: progress(f, desc=d),
                 )
             )
@@ -196,7 +224,7 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                 )
             )
 
-        image_inputs = {upload, method, model, vocabulary, *control_inputs}
+        image_inputs = {upload, method, model, vocabulary, *capture_inputs, *control_inputs}
         backbone_events = {"concurrency_limit": max(1, len(models)), "concurrency_id": "backbone"}
         upload.upload(on_image, image_inputs, outputs, **backbone_events)
         upload.clear(on_image, image_inputs, outputs, **backbone_events)
@@ -206,7 +234,10 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
         method.change(
             lambda chosen: [gr.Group(visible=name == chosen) for name in groups], method, list(groups.values())
         ).then(on_image, image_inputs, outputs, **backbone_events)
-        model.change(on_image, image_inputs, outputs, **backbone_events)
+        model.change(on_capture, image_inputs, outputs, **backbone_events)
+        for control in capture_inputs:  # Enter or leaving the box; an unchanged value costs no pass
+            control.submit(on_capture, image_inputs, outputs, **backbone_events)
+            control.blur(on_capture, image_inputs, outputs, **backbone_events)
         settings_inputs = {method, vocabulary, *control_inputs}
         settings_events = {
             "trigger_mode": "always_last",
@@ -268,6 +299,20 @@ def _control(gr: Any, method: str, option: Any) -> Any:
         return gr.Slider(low, high, value=value, step=step, label=label, info=option.help, elem_id=elem_id)
     default = ",".join(map(str, option.default)) if isinstance(option.default, tuple) else str(option.default)
     return gr.Textbox(value=default, label=label, info=option.help, elem_id=elem_id)
+
+
+CAPTURE_LABELS = {"image_size": "Image size", "timestep": "Timestep"}
+
+
+def _capture_control(gr: Any, method: str, option: Any, served: dict[str, Any]) -> Any:
+    """A capture setting's box, labelled as costing a UNet pass: Enter captures the kept image again."""
+    return gr.Number(
+        value=served.get(option.name, option.default),
+        label=f"{CAPTURE_LABELS.get(option.name, option.name)} (new UNet pass)",
+        info=f"{option.help} Press Enter: the kept image is captured again, one more UNet pass ({option.cli}).",
+        precision=0,
+        elem_id=f"{method}-{option.name}".replace("_", "-"),
+    )
 
 
 def _original_name(path: str) -> str:

@@ -71,6 +71,9 @@ class Pick:
     can_merge: bool = False
 
 
+CAPTURE_SETTINGS = ("image_size", "timestep")
+"""Capture settings the page offers; each change costs one new backbone pass of the kept image."""
+
 TABLE_HEADERS = ["id", "area (px)", "area (%)", "bbox (x, y, w, h)", "label", "score"]
 
 
@@ -115,7 +118,7 @@ class SegmentService:
         self.capture_settings = dict(capture_settings or {})
         self.naming = dict(naming or {})
         self.limits = limits or Limits()
-        self._pipelines: dict[tuple[str, str | None], Any] = {}
+        self._pipelines: dict[tuple[str, str | None, tuple[tuple[str, Any], ...]], Any] = {}
         self._backbones: dict[str | None, Any] = {}
         self._namers: dict[str, Any] = {}
         self._load_lock = threading.Lock()
@@ -136,14 +139,16 @@ class SegmentService:
 
         return str(config_class(method)().model)
 
-    def pipeline(self, method: str, model: str | None) -> Any:
-        """The pipeline of ``method`` on ``model`` (loaded once; models are shared between methods)."""
+    def pipeline(self, method: str, model: str | None, capture: dict[str, Any] | None = None) -> Any:
+        """The pipeline of ``method`` on ``model`` with the page's ``capture`` settings over the service's own
+        (built once per combination; the backbone of a model is shared between methods and capture settings)."""
         from zeroseg.pipeline import build_pipeline
 
-        key = (method, model)
+        capture = capture or {}
+        key = (method, model, tuple(sorted(capture.items())))
         with self._load_lock:
             if key not in self._pipelines:
-                settings = dict(self.capture_settings)
+                settings = dict(self.capture_settings) | capture
                 if model is not None:
                     settings["model"] = model
                 pipe = build_pipeline(
@@ -182,28 +187,85 @@ class SegmentService:
         model: str | None,
         settings: dict[str, Any],
         labels: str = "",
+        capture: dict[str, Any] | None = None,
         progress: Progress = _no_progress,
     ) -> View:
-        """Load an uploaded file, run the backbone once, keep the capture in the session and segment it."""
-        from zeroseg.pipeline import Failure, ImageItem
+        """Load an uploaded file, run the backbone once, keep the capture in the session and segment it.
 
+        ``capture``: capture settings chosen on the page (``image_size``, ``timestep``; ``None`` or empty values:
+        the service's own)."""
         session.clear_result()
         name = name or Path(path).name
         try:
             image = self.load_upload(path, name)
-            pipe = self._pipeline_with(method, model, settings, labels)
-            with self._model_turn(model, progress):
-                progress(0.2, "UNet pass")
-                before = pipe.segmenter.num_backbone_passes
-                (item,) = list(pipe.stream([ImageItem(image, source=name)]))
-                self._count_passes(pipe.segmenter.num_backbone_passes - before)
-            if isinstance(item, Failure):
-                raise ImageError(item.error)
+            chosen = self.capture_of(method, capture)
+            pipe = self._pipeline_with(method, model, settings, labels, chosen)
+            item = self._capture(pipe, model, image, name, progress, "UNet pass")
         except ZeroSegError as exc:
             return self._error(session, _describe(exc, method))
-        session.keep(item, method=method, model=model, name=name)
+        session.keep(item, method=method, model=model, name=name, capture=chosen)
         session.overrides, session.labels = _changed(pipe, settings), labels.strip()
         return self._view(session, item, f"segmented {name}")
+
+    def recapture(
+        self,
+        session: Session,
+        *,
+        capture: dict[str, Any],
+        model: str | None = None,
+        settings: dict[str, Any],
+        labels: str = "",
+        progress: Progress = _no_progress,
+    ) -> View:
+        """Capture the kept image again with other capture settings (image size, timestep) or another model:
+        one new backbone pass, no upload. Settings equal to the kept capture's only re-segment (no pass)."""
+        base = session.base
+        if base is None:
+            return View(status="upload an image first")
+        model = session.model if model is None else model
+        try:
+            chosen = self.capture_of(session.method, capture)
+            if chosen == session.capture and model == session.model:
+                return self.resegment(session, settings=settings, labels=labels, progress=progress)
+            pipe = self._pipeline_with(session.method, model, settings, labels, chosen)
+            item = self._capture(pipe, model, base.image, session.name or "image", progress, _pass_text(chosen))
+        except ZeroSegError as exc:
+            return self._error(session, _describe(exc, session.method), keep_result=True)
+        session.recaptured(item, model=model, capture=chosen)
+        session.overrides, session.labels = _changed(pipe, settings), labels.strip()
+        what = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in chosen.items()) or "the default capture"
+        return self._view(session, item, f"captured again ({what})")
+
+    def capture_of(self, method: str, capture: dict[str, Any] | None) -> dict[str, Any]:
+        """The page's capture settings parsed by their options, keeping only those that differ from the
+        service's own (so equal settings share one pipeline); empty values mean the service's own."""
+        from zeroseg.options import method_options
+
+        options = {o.name: o for o in method_options(method) if o.capture and o.name in CAPTURE_SETTINGS}
+        chosen = {}
+        for name, value in (capture or {}).items():
+            if value is None or value == "":
+                continue
+            if name not in options:
+                raise ConfigError("is not a capture setting of the page", setting=name)
+            option = options[name]
+            parsed = option.parse(int(value) if option.kind == "int" and isinstance(value, float) else value)
+            if parsed != self.capture_settings.get(name, option.default):
+                chosen[name] = parsed
+        return chosen
+
+    def _capture(self, pipe: Any, model: str | None, image: Any, name: str, progress: Progress, text: str) -> Any:
+        """One backbone pass of ``image`` (waiting for the model's turn), counted; the result with its capture."""
+        from zeroseg.pipeline import Failure, ImageItem
+
+        with self._model_turn(model, progress):
+            progress(0.2, text)
+            before = pipe.segmenter.num_backbone_passes
+            (item,) = list(pipe.stream([ImageItem(image, source=name)]))
+            self._count_passes(pipe.segmenter.num_backbone_passes - before)
+        if isinstance(item, Failure):
+            raise ImageError(item.error)
+        return item
 
     def resegment(
         self,
@@ -218,7 +280,7 @@ class SegmentService:
         if base is None:
             return View(status="upload an image first")
         try:
-            pipe = self._pipeline_with(session.method, session.model, {}, labels)
+            pipe = self._pipeline_with(session.method, session.model, {}, labels, session.capture)
             overrides = _changed(pipe, settings)
             progress(0.3, "segmenting (PAMR)" if settings.get("pamr") else "segmenting")
             start = time.perf_counter()
@@ -343,7 +405,7 @@ class SegmentService:
         from zeroseg.web.edits import apply_label_edits
 
         try:
-            pipe = self._pipeline_with(session.method, session.model, {}, session.labels)
+            pipe = self._pipeline_with(session.method, session.model, {}, session.labels, session.capture)
             start = time.perf_counter()
             if session.base.tree is not None:
                 result = pipe.resegment(self._edited_base(session, session.edits), **session.overrides)
@@ -395,11 +457,18 @@ class SegmentService:
 
     # ------------------------------------------------------------------------------------------ helpers
 
-    def _pipeline_with(self, method: str, model: str | None, settings: dict[str, Any], labels: str) -> Any:
+    def _pipeline_with(
+        self,
+        method: str,
+        model: str | None,
+        settings: dict[str, Any],
+        labels: str,
+        capture: dict[str, Any] | None = None,
+    ) -> Any:
         """The cached pipeline, with the page's method settings and naming applied (the backbone is shared)."""
         from zeroseg.pipeline import Pipeline
 
-        base = self.pipeline(method, model)
+        base = self.pipeline(method, model, capture)
         segmenter = base.segmenter.with_config(**_changed(base, settings)) if settings else base.segmenter
         labels = labels.strip()
         namer = self.namer(labels) if labels else None
@@ -518,6 +587,11 @@ def _changed(pipe: Any, settings: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError("is fixed by the kept capture; upload the image again", setting=name)
         parsed[name] = options[name].parse(value)
     return parsed
+
+
+def _pass_text(capture: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in capture.items())
+    return f"UNet pass ({shown})" if shown else "UNet pass"
 
 
 def _describe(exc: ZeroSegError, method: str | None) -> str:

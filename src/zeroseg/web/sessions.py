@@ -32,7 +32,10 @@ class Session:
         base: the first result of the current image, with its capture (and DiffCut's NCut tree).
         result: what the page shows now (``base`` re-segmented with the current settings).
         method / model / name: how ``base`` was made and the uploaded file's name.
-        backbone_passes: backbone passes run for the current image (one; re-segmenting adds none).
+        capture: the capture settings chosen on the page for ``base`` (image size, timestep; empty: the
+            service's own), which a recapture replaces.
+        backbone_passes: backbone passes run for the current image (one per upload and per capture-setting
+            change; re-segmenting adds none).
         overrides / labels: the method settings and vocabulary of the current result (what an edit re-runs).
         edits: local edits of the current result (:mod:`zeroseg.web.edits`), in the order made.
         picked / previous: the segment ids picked last and before it (DiffSeg merges the two).
@@ -44,6 +47,7 @@ class Session:
     method: str | None = None
     model: str | None = None
     name: str | None = None
+    capture: dict[str, Any] = field(default_factory=dict)
     backbone_passes: int = 0
     downloads: dict[str, Path] = field(default_factory=dict)
     tree_written: Any = None
@@ -56,16 +60,29 @@ class Session:
     overlay: Any = None
     touched: float = field(default_factory=time.monotonic)
 
-    def keep(self, result: Any, *, method: str, model: str | None, name: str) -> None:
-        """Keep a fresh result with its capture as the base of later re-segmentations."""
+    def keep(
+        self, result: Any, *, method: str, model: str | None, name: str, capture: dict[str, Any] | None = None
+    ) -> None:
+        """Keep a fresh result with its capture as the base of later re-segmentations (a new image: one pass)."""
         self.base, self.result = result, result
         self.method, self.model, self.name = method, model, name
+        self.capture = dict(capture or {})
         self.backbone_passes = 1
+
+    def recaptured(self, result: Any, *, model: str | None, capture: dict[str, Any]) -> None:
+        """Replace the base by a new capture of the same image (one more pass); edits and picks of the old
+        capture no longer apply."""
+        self.base, self.result = result, result
+        self.model, self.capture = model, dict(capture)
+        self.backbone_passes += 1
+        self.tree_written, self.edits, self.edited_tree = None, [], None
+        self.picked = self.previous = self.overlay = None
 
     def clear_result(self) -> None:
         """Forget the image, its capture and the downloads written for it."""
         self.base = self.result = None
         self.method = self.model = self.name = None
+        self.capture = {}
         self.backbone_passes = 0
         self.downloads, self.tree_written = {}, None
         self.overrides, self.labels, self.edits, self.edited_tree = {}, "", [], None
