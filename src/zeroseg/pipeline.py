@@ -271,7 +271,7 @@ class Pipeline:
 
     def _tree_for(self, capture: dict[str, Any], kept: Any) -> Any:
         """The segment tree to cut (``kept`` when it fits the settings), or None when trees are off or unsupported."""
-        if self.keep_tree in (None, False) or self.segmenter.tree_spec is None:
+        if not self.keep_tree or self.segmenter.tree_spec is None:
             return None
         if kept is not None and self.segmenter.tree_fits(kept):
             return kept

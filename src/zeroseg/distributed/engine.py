@@ -295,33 +295,15 @@ def _init(ray: Any, options: RayOptions) -> None:
         raise ConfigError(f"`--address`: cannot start or reach Ray at {where} ({exc})") from None
 
 
-def _build_dataset(
-    ray: Any,
-    todo: list[Any],
-    job: JobSpec,
-    options: RayOptions,
-    *,
-    workers: int,
-    cpus_per_worker: float,
-    batch_size: int,
-    split: bool,
-) -> Any:
+def _build_dataset(ray: Any, todo: list[Any], job: JobSpec, options: RayOptions, **shape: Any) -> Any:
+    """:func:`_pipeline` under this job's own Ray Data context (``shape``: its worker and batch arguments)."""
     context = copy.deepcopy(ray.data.DataContext.get_current())  # this job's settings, the caller's left alone
     context.max_errored_blocks = -1  # a batch lost after every retry is recorded, the job goes on
     context.enable_progress_bars = options.progress
     context.print_on_execution_start = options.progress
     context.enable_auto_log_stats = False
     with ray.data.DataContext.current(context):  # datasets keep the context they were made under
-        return _pipeline(
-            ray,
-            todo,
-            job,
-            options,
-            workers=workers,
-            cpus_per_worker=cpus_per_worker,
-            batch_size=batch_size,
-            split=split,
-        )
+        return _pipeline(ray, todo, job, options, **shape)
 
 
 def _pipeline(
