@@ -26,7 +26,9 @@ from typing import Any
 import torch
 
 from zeroseg.backbones import get_family
-from zeroseg.backbones.capture import _run_unet, capture_features, capture_self_attention
+from zeroseg.backbones.capture import _run_denoiser, capture_features, capture_self_attention
+from zeroseg.backbones.families import Conditioning
+from zeroseg.backbones.families.unet import unet_feature_layer
 from zeroseg.testing import real_architecture_unet
 
 
@@ -34,7 +36,7 @@ from zeroseg.testing import real_architecture_unet
 class _FakeBackbone:
     """Just what the capture functions read from a Backbone."""
 
-    unet: Any
+    denoiser: Any
     device: torch.device
     dtype: torch.dtype
     adapter: Any  # the family adapter: where the layers are, how the UNet is called
@@ -42,12 +44,14 @@ class _FakeBackbone:
 
 def _conditioning(name: str, batch: int, size: int, dtype: torch.dtype, device: torch.device):
     if name == "sd14":
-        return torch.randn(batch, 77, 768, dtype=dtype, device=device), None
-    added = {
-        "text_embeds": torch.randn(batch, 1280, dtype=dtype, device=device),
-        "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * batch, dtype=dtype, device=device),
-    }
-    return torch.randn(batch, 77, 2048, dtype=dtype, device=device), added
+        return Conditioning({"encoder_hidden_states": torch.randn(batch, 77, 768, dtype=dtype, device=device)})
+    return Conditioning(
+        {
+            "encoder_hidden_states": torch.randn(batch, 77, 2048, dtype=dtype, device=device),
+            "text_embeds": torch.randn(batch, 1280, dtype=dtype, device=device),
+            "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * batch, dtype=dtype, device=device),
+        }
+    )
 
 
 def _best(fn, repeats: int, device: torch.device) -> float:
@@ -90,7 +94,7 @@ def main() -> None:
             backbone = _FakeBackbone(unet, device, dtype, get_family("sd"))
             latents = torch.randn(1, 4, 64, 64, dtype=dtype, device=device)
             cond = _conditioning("sd14", 1, 512, dtype, device)
-            plain = _best(lambda: _run_unet(backbone, latents, 300, cond), args.repeats, device)
+            plain = _best(lambda: _run_denoiser(backbone, latents, 300, cond), args.repeats, device)
             captured = _best(lambda: capture_self_attention(backbone, latents, 300, cond), args.repeats, device)
             report("sd14 512 plain forward (SDPA)", plain)
             report("sd14 512 attention capture, 16 layers", captured, f"{captured / plain - 1:+.0%} vs plain")
@@ -100,11 +104,11 @@ def main() -> None:
         if args.only in (None, "sdxl"):
             unet = real_architecture_unet("sdxl", dtype=dtype).to(device)
             backbone = _FakeBackbone(unet, device, dtype, get_family("sdxl"))
-            layer_name = backbone.adapter.feature_layer(unet)[0]
+            layer_name = unet_feature_layer(unet)[0]
             for size in (int(s) for s in args.sizes.split(",")):
                 latents = torch.randn(1, 4, size // 8, size // 8, dtype=dtype, device=device)
                 cond = _conditioning("sdxl", 1, size, dtype, device)
-                full = _best(lambda x=latents, c=cond: _run_unet(backbone, x, 50, c), args.repeats, device)
+                full = _best(lambda x=latents, c=cond: _run_denoiser(backbone, x, 50, c), args.repeats, device)
                 early = _best(lambda x=latents, c=cond: capture_features(backbone, x, 50, c), args.repeats, device)
                 hooked = capture_features(backbone, latents, 50, cond, early_exit=False)
                 same = torch.equal(hooked, capture_features(backbone, latents, 50, cond))

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from zeroseg import create_segmenter
+from zeroseg.backbones.families import Conditioning
 from zeroseg.eval.cache import FeatureCache
 from zeroseg.eval.matching_scorer import refinement_of
 from zeroseg.eval.protocols import method_protocol, resize_image
@@ -130,8 +131,9 @@ def sd14_rows(folder: Path, count: int) -> list[dict[str, Any]]:
         ("diffcut", 1024, {"pamr_iters": 10, "pamr_dilations": (1, 2, 4, 8)}),
     ):
         seg = create_segmenter(method, model=str(sd), image_size=side, **extra)
-        seg.backbone.unet = unet
-        seg.backbone.override_conditioning(side, torch.randn(1, 77, unet.config.cross_attention_dim))
+        seg.backbone.denoiser = unet
+        hidden = torch.randn(1, 77, unet.config.cross_attention_dim)
+        seg.backbone.override_conditioning(side, Conditioning({"encoder_hidden_states": hidden}))
         rows.append(bench("sd14", seg, synthetic_images(count, side), folder / "cache"))
     return rows
 

@@ -46,7 +46,7 @@ class Toy(Segmenter):
 
     @torch.inference_mode()
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        latents, _ = self.unet_inputs(images, noise_seed=None)
+        latents, _ = self.denoiser_inputs(images, noise_seed=None)
         return [{"latent": latent.float().cpu()} for latent in latents]
 
     def segment_capture(self, capture, *, output_size, image=None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The image-level API shared by both methods: a loaded model that turns images into label maps.
 
 Each method splits its work in two so that evaluation sweeps can cache the expensive half:
-``capture`` (one UNet pass over a batch, returning plain tensors) and ``segment_capture`` (the clustering,
+``capture`` (one denoiser pass over a batch, returning plain tensors) and ``segment_capture`` (the clustering,
 cheap, driven by the method settings). ``segment`` chains them for one image at its own resolution.
 """
 
@@ -51,7 +51,7 @@ class Segmenter(ABC):
         model: overrides ``config.model`` (short name, hub id, local folder or checkpoint file).
         config: the method's config dataclass (defaults to the official settings).
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (library default CPU, as in diffusers).
-        dtype: UNet precision; ``None`` = float16 on CUDA, float32 elsewhere.
+        dtype: denoiser precision; ``None`` = float16 on CUDA, float32 elsewhere.
         backbone: an already loaded backbone to share (its model must match ``config.model``).
         revision / variant: hub revision and weight variant (``variant="fp16"`` halves the download).
         model_config: for a single checkpoint file, a diffusers folder or hub id describing its architecture.
@@ -99,7 +99,7 @@ class Segmenter(ABC):
 
     @property
     def device(self) -> torch.device:
-        """Where the UNet runs."""
+        """Where the denoiser runs."""
         return self.backbone.device
 
     @property
@@ -150,7 +150,7 @@ class Segmenter(ABC):
             images = resize(images.float(), (side, side))
         return images.clamp(0.0, 1.0)
 
-    def unet_inputs(self, images: torch.Tensor, *, noise_seed: int | None) -> tuple[torch.Tensor, Any]:
+    def denoiser_inputs(self, images: torch.Tensor, *, noise_seed: int | None) -> tuple[torch.Tensor, Any]:
         """Latents (noised to the timestep when ``noise_seed`` is set) and empty-prompt conditioning for a batch."""
         self.backbone.check_image_size(self.image_size)
         batch = self.prepare(images)

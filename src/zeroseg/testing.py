@@ -121,7 +121,8 @@ def real_architecture_backbone(
 
     from zeroseg.backbones.backbone import Backbone
     from zeroseg.backbones.families import get_family
-    from zeroseg.backbones.families.unet import alphas_cumprod
+    from zeroseg.backbones.families import Conditioning
+    from zeroseg.backbones.schedule import ddpm_schedule
     from zeroseg.backbones.tiny_parts import SCHEDULER
 
     family, config = ARCHITECTURE_FAMILY[name], UNET_ARCHITECTURES[name]
@@ -132,11 +133,11 @@ def real_architecture_backbone(
     backbone = Backbone(
         model=f"random-weights:{name}",
         family=family,
-        unet=unet,
+        denoiser=unet,
         vae=vae,
         tokenizers=[],
         text_encoders=[],
-        alphas_cumprod=alphas_cumprod(SCHEDULER),
+        schedule=ddpm_schedule(SCHEDULER),
         device=device,
         dtype=dtype,
     )
@@ -144,11 +145,11 @@ def real_architecture_backbone(
     for size in image_sizes:
         hidden = torch.randn(1, PROMPT_TOKENS, config["cross_attention_dim"], generator=gen)
         hidden = hidden.to(device=device, dtype=dtype)
-        added = None
+        tensors = {"encoder_hidden_states": hidden}
         if config.get("addition_embed_type") == "text_time":  # pooled text embedding + six size ids
             pooled_width = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
             time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=dtype, device=device)
             pooled = torch.randn(1, pooled_width, generator=gen).to(device=device, dtype=dtype)
-            added = {"text_embeds": pooled, "time_ids": time_ids}
-        backbone.override_conditioning(size, hidden, added)
+            tensors |= {"text_embeds": pooled, "time_ids": time_ids}
+        backbone.override_conditioning(size, Conditioning(tensors))
     return backbone

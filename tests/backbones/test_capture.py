@@ -13,7 +13,8 @@ from zeroseg.backbones import (
     empty_prompt_conditioning,
     encode_images,
 )
-from zeroseg.backbones.capture import AttentionProbabilityRecorder, _AttentionAccumulator
+from zeroseg.backbones.families.unet import unet_feature_layer
+from zeroseg.backbones.recorders import AttentionAccumulator, ExplicitRecorder
 
 SIZE = 128  # pixels -> 16x16 latent
 
@@ -26,22 +27,23 @@ def _inputs(backbone, batch: int = 1, seed: int = 0):
 
 
 def _unet_output(backbone, latents, conditioning, timestep: int = 300) -> torch.Tensor:
-    hidden, added = conditioning
+    tensors = conditioning.kwargs()
+    hidden = tensors.pop("encoder_hidden_states")
     t = torch.full((latents.shape[0],), timestep)
     with torch.inference_mode():
-        return backbone.unet(latents, t, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
+        return backbone.denoiser(latents, t, encoder_hidden_states=hidden, added_cond_kwargs=tensors or None).sample
 
 
 def _record_attn1_inputs(backbone, latents, conditioning) -> dict[str, torch.Tensor]:
     """Run the unmodified UNet and keep the hidden states entering every self-attention module."""
     seen: dict[str, torch.Tensor] = {}
     handles = []
-    for layer in backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1]):
+    for layer in backbone.adapter.layers(backbone.denoiser, latents.shape[-1]):
 
         def pre_hook(_module, args, kwargs, name=layer.name):
             seen[name] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
 
-        handles.append(layer.module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(layer.attention.register_forward_pre_hook(pre_hook, with_kwargs=True))
     try:
         _unet_output(backbone, latents, conditioning)
     finally:
@@ -51,7 +53,7 @@ def _record_attn1_inputs(backbone, latents, conditioning) -> dict[str, torch.Ten
 
 
 def test_sd_topology_has_sixteen_layers_over_four_sides(sd_backbone):
-    layers = sd_backbone.adapter.self_attention_layers(sd_backbone.unet, SIZE // 8)
+    layers = sd_backbone.adapter.layers(sd_backbone.denoiser, SIZE // 8)
     assert Counter(layer.side for layer in layers) == {16: 5, 8: 5, 4: 5, 2: 1}
     assert layers[0].name == "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
     assert all(layer.name.endswith("attn1") for layer in layers)
@@ -60,7 +62,7 @@ def test_sd_topology_has_sixteen_layers_over_four_sides(sd_backbone):
 def test_discovered_sides_match_the_token_grids_seen_at_run_time(backbone):
     latents, conditioning = _inputs(backbone)
     seen = _record_attn1_inputs(backbone, latents, conditioning)
-    layers = backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1])
+    layers = backbone.adapter.layers(backbone.denoiser, latents.shape[-1])
     assert set(seen) == {layer.name for layer in layers}
     for layer in layers:
         assert seen[layer.name].shape[1] == layer.side**2, layer.name
@@ -70,8 +72,8 @@ def test_captured_attention_equals_naive_recomputation_from_q_and_k(backbone):
     latents, conditioning = _inputs(backbone, batch=2)
     inputs = _record_attn1_inputs(backbone, latents, conditioning)
     expected: dict[int, list[torch.Tensor]] = defaultdict(list)
-    for layer in backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1]):
-        attn, x = layer.module, inputs[layer.name]
+    for layer in backbone.adapter.layers(backbone.denoiser, latents.shape[-1]):
+        attn, x = layer.attention, inputs[layer.name]
         with torch.inference_mode():
             q, k = attn.to_q(x), attn.to_k(x)
         heads = attn.heads
@@ -99,32 +101,32 @@ def test_maps_are_row_stochastic(backbone):
 def test_recorder_leaves_the_unet_output_unchanged(backbone):
     latents, conditioning = _inputs(backbone)
     plain = _unet_output(backbone, latents, conditioning)
-    layers = backbone.adapter.self_attention_layers(backbone.unet, latents.shape[-1])
-    accumulator = _AttentionAccumulator(len(layers))
-    originals = {layer.name: layer.module.processor for layer in layers}
+    layers = backbone.adapter.layers(backbone.denoiser, latents.shape[-1])
+    accumulator = AttentionAccumulator(len(layers))
+    originals = {layer.name: layer.attention.processor for layer in layers}
     try:
         for layer in layers:
-            layer.module.set_processor(AttentionProbabilityRecorder(layer.side, accumulator, stop_when_done=False))
+            layer.attention.set_processor(ExplicitRecorder(layer.side, accumulator, stop_when_done=False))
         recorded = _unet_output(backbone, latents, conditioning)
     finally:
         for layer in layers:
-            layer.module.set_processor(originals[layer.name])
+            layer.attention.set_processor(originals[layer.name])
     assert accumulator.remaining == 0
     torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-4)
 
 
 def test_processors_are_restored_and_cross_attention_untouched(sd_backbone):
-    before = dict(sd_backbone.unet.attn_processors)
+    before = dict(sd_backbone.denoiser.attn_processors)
     latents, conditioning = _inputs(sd_backbone)
     capture_self_attention(sd_backbone, latents, 300, conditioning)
-    after = dict(sd_backbone.unet.attn_processors)
+    after = dict(sd_backbone.denoiser.attn_processors)
     assert {k: type(v) for k, v in after.items()} == {k: type(v) for k, v in before.items()}
 
 
 def test_only_requested_sides_are_materialised_and_forward_stops_early(sd_backbone):
     latents, conditioning = _inputs(sd_backbone)
     calls = []
-    handle = sd_backbone.unet.conv_out.register_forward_hook(lambda *a: calls.append(1))
+    handle = sd_backbone.denoiser.conv_out.register_forward_hook(lambda *a: calls.append(1))
     try:
         maps = capture_self_attention(sd_backbone, latents, 300, conditioning, sides=[4, 2])
     finally:
@@ -138,23 +140,23 @@ def test_only_requested_sides_are_materialised_and_forward_stops_early(sd_backbo
 def test_feature_layer_is_the_last_encoder_self_attention(sd_backbone, sdxl_backbone):
     # SD 1.x: the last down block has no attention, so the layer is in down_blocks[-2].
     assert (
-        sd_backbone.adapter.feature_layer(sd_backbone.unet)[0]
+        unet_feature_layer(sd_backbone.denoiser)[0]
         == "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
     )
     # SDXL: down_blocks[-1], last of its (here two) transformer layers.
     assert (
-        sdxl_backbone.adapter.feature_layer(sdxl_backbone.unet)[0]
+        unet_feature_layer(sdxl_backbone.denoiser)[0]
         == "down_blocks.2.attentions.1.transformer_blocks.1.attn1"
     )
 
 
 def test_early_exit_features_equal_full_forward_features(backbone):
     latents, conditioning = _inputs(backbone, batch=2)
-    name, module = backbone.adapter.feature_layer(backbone.unet)
+    name, module = unet_feature_layer(backbone.denoiser)
     hooked: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: hooked.append(out.clone()))
     decoder_calls = []
-    decoder = backbone.unet.up_blocks[0].register_forward_hook(lambda *a: decoder_calls.append(1))
+    decoder = backbone.denoiser.up_blocks[0].register_forward_hook(lambda *a: decoder_calls.append(1))
     try:
         _unet_output(backbone, latents, conditioning, timestep=50)
         assert len(decoder_calls) == 1
@@ -171,9 +173,9 @@ def test_early_exit_features_equal_full_forward_features(backbone):
 
 def test_features_are_taken_before_the_residual_add(sd_backbone):
     latents, conditioning = _inputs(sd_backbone)
-    _, module = sd_backbone.adapter.feature_layer(sd_backbone.unet)
+    _, module = unet_feature_layer(sd_backbone.denoiser)
     block_inputs: list[torch.Tensor] = []
-    parent = next(m for m in sd_backbone.unet.modules() if getattr(m, "attn1", None) is module)
+    parent = next(m for m in sd_backbone.denoiser.modules() if getattr(m, "attn1", None) is module)
     handle = parent.norm1.register_forward_hook(lambda _m, _i, out: block_inputs.append(out.clone()))
     try:
         features = capture_features(sd_backbone, latents, 50, conditioning)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from zeroseg.backbones import empty_prompt_conditioning, family_names, get_family, load_backbone, register_family
-from zeroseg.backbones.families import detect_folder_family
+from zeroseg.backbones.families import Conditioning, detect_folder_family
 from zeroseg.errors import ConfigError, WeightsNotFoundError
 from zeroseg.testing import make_tiny_model
 from zeroseg.validation import CONFIG_TIME_LATENT_DIVISOR, check_capture_settings
@@ -79,9 +79,12 @@ def test_tiny_models_come_from_the_registry(tmp_path):
 
 def test_conditioning_is_cached_by_the_backbone_and_can_be_overridden(tiny_sd_path):
     backbone = load_backbone(str(tiny_sd_path))
-    first, _ = empty_prompt_conditioning(backbone, 2, 64)
-    assert empty_prompt_conditioning(backbone, 1, 64)[0].data_ptr() == first.data_ptr()
+    first = empty_prompt_conditioning(backbone, 2, 64).per_image["encoder_hidden_states"]
+    again = empty_prompt_conditioning(backbone, 1, 64).per_image["encoder_hidden_states"]
+    assert again.data_ptr() == first.data_ptr()
     replacement = torch.ones(1, 77, 32)
-    backbone.override_conditioning(64, replacement)
-    hidden, added = empty_prompt_conditioning(backbone, 3, 64)
-    assert added is None and hidden.shape == (3, 77, 32) and torch.equal(hidden[2], replacement[0])
+    backbone.override_conditioning(64, Conditioning({"encoder_hidden_states": replacement}))
+    conditioning = empty_prompt_conditioning(backbone, 3, 64)
+    hidden = conditioning.per_image["encoder_hidden_states"]
+    assert list(conditioning.per_image) == ["encoder_hidden_states"]
+    assert hidden.shape == (3, 77, 32) and torch.equal(hidden[2], replacement[0])

@@ -17,9 +17,9 @@ def test_loads_both_families_from_local_folders(sd_backbone, sdxl_backbone):
     assert sdxl_backbone.family == "sdxl" and len(sdxl_backbone.text_encoders) == 2
     for backbone in (sd_backbone, sdxl_backbone):
         assert backbone.vae.dtype == torch.float32
-        assert backbone.unet.dtype == torch.float32  # CPU default
+        assert backbone.denoiser.dtype == torch.float32  # CPU default
         assert backbone.vae_scale_factor == 8
-        assert not any(p.requires_grad for p in backbone.unet.parameters())
+        assert not any(p.requires_grad for p in backbone.denoiser.parameters())
 
 
 def test_missing_local_path_is_one_clear_line(tmp_path):
@@ -89,8 +89,10 @@ def test_noise_is_seeded_shared_across_the_batch_and_follows_ddpm(sd_backbone):
 
 
 def test_sd_conditioning_is_the_empty_prompt_last_hidden_state(sd_backbone):
-    hidden, added = empty_prompt_conditioning(sd_backbone, 2, 128)
-    assert added is None and hidden.shape == (2, 77, 8)
+    conditioning = empty_prompt_conditioning(sd_backbone, 2, 128)
+    assert list(conditioning.per_image) == ["encoder_hidden_states"] and not conditioning.shared
+    hidden = conditioning.per_image["encoder_hidden_states"]
+    assert hidden.shape == (2, 77, 8)
     tokenizer, encoder = sd_backbone.tokenizers[0], sd_backbone.text_encoders[0]
     ids = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids
     assert ids[0, 0].item() == tokenizer.bos_token_id and ids[0, 1].item() == tokenizer.eos_token_id
@@ -100,9 +102,10 @@ def test_sd_conditioning_is_the_empty_prompt_last_hidden_state(sd_backbone):
 
 
 def test_sdxl_conditioning_has_both_encoders_pooled_embeds_and_time_ids(sdxl_backbone):
-    hidden, added = empty_prompt_conditioning(sdxl_backbone, 3, 256)
+    added = dict(empty_prompt_conditioning(sdxl_backbone, 3, 256).per_image)
+    hidden = added.pop("encoder_hidden_states")
     assert hidden.shape == (3, 77, 16)
     assert added["text_embeds"].shape == (3, 8)
     assert added["time_ids"].tolist() == [[256, 256, 0, 0, 256, 256]] * 3
-    again, _ = empty_prompt_conditioning(sdxl_backbone, 1, 256)
+    again = empty_prompt_conditioning(sdxl_backbone, 1, 256).per_image["encoder_hidden_states"]
     assert again.data_ptr() == hidden.data_ptr()  # computed once per model and size, then expanded

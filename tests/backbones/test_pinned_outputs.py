@@ -62,15 +62,17 @@ def _outputs(backbone) -> dict[str, str]:
     images = torch.rand(2, 3, SIZE, SIZE, generator=generator)
     latents = encode_images(backbone, images)
     noisy = add_noise(backbone, latents, 50, seed=3)
-    hidden, added = empty_prompt_conditioning(backbone, 2, SIZE)
+    conditioning = empty_prompt_conditioning(backbone, 2, SIZE)
+    added = dict(conditioning.per_image)
+    hidden = added.pop("encoder_hidden_states")
     digests = {"latents": _digest(latents), "noisy": _digest(noisy), "hidden": _digest(hidden)}
-    for name, value in sorted((added or {}).items()):
+    for name, value in sorted(added.items()):
         digests[f"added.{name}"] = _digest(value)
-    for side, probs in sorted(capture_self_attention(backbone, latents, 300, (hidden, added)).items()):
+    for side, probs in sorted(capture_self_attention(backbone, latents, 300, conditioning).items()):
         digests[f"attention.{side}"] = _digest(probs)
-    digests["features"] = _digest(capture_features(backbone, noisy, 50, (hidden, added)))
-    digests["alphas_cumprod"] = _digest(backbone.alphas_cumprod)
-    digests["unet"] = _state_digest(backbone.unet)
+    digests["features"] = _digest(capture_features(backbone, noisy, 50, conditioning))
+    digests["alphas_cumprod"] = _digest(backbone.schedule.alphas_cumprod)
+    digests["unet"] = _state_digest(backbone.denoiser)
     digests["vae"] = _state_digest(backbone.vae)
     for i, encoder in enumerate(backbone.text_encoders):
         digests[f"text_encoder.{i}"] = _state_digest(encoder)

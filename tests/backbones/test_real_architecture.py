@@ -43,14 +43,14 @@ def test_backbone_runs_the_pipeline_with_the_released_conditioning(
 ):
     backbone = testing.real_architecture_backbone(name, image_sizes=(128,))
     assert backbone.family == family and backbone.vae.config.scaling_factor == scaling
-    assert backbone.text_encoders == [] and backbone.alphas_cumprod.shape == (1000,)
-    hidden, added = backbone.conditioning(2, 128)
-    assert hidden.shape == (2, 77, width)
+    assert backbone.text_encoders == [] and backbone.schedule.num_steps == 1000
+    added = dict(backbone.conditioning(2, 128).per_image)
+    assert added.pop("encoder_hidden_states").shape == (2, 77, width)
     if family == "sdxl":
         assert added["text_embeds"].shape == (2, 1280)
         assert added["time_ids"].tolist() == [[128, 128, 0, 0, 128, 128]] * 2
     else:
-        assert added is None
+        assert added == {}
     settings = {"pamr_iters": 2} if method == "diffcut" else {}
     pipeline = build_pipeline(method, backbone=backbone, model=backbone.model, image_size=128, **settings)
     image = torch.rand(3, 96, 80)

@@ -116,9 +116,9 @@ def test_local_folder_loads_the_fp16_variant_only_for_float16(fp16_folder, tiny_
     assert full.variants == {"unet": None, "vae": None, "text_encoder": None}
     assert "variants" not in full.identity()
     reference = load_backbone(str(tiny_sd_path))
-    for name, tensor in reference.unet.state_dict().items():
-        assert torch.equal(full.unet.state_dict()[name], tensor)
-        assert torch.equal(half.unet.state_dict()[name], tensor.to(torch.float16))
+    for name, tensor in reference.denoiser.state_dict().items():
+        assert torch.equal(full.denoiser.state_dict()[name], tensor)
+        assert torch.equal(half.denoiser.state_dict()[name], tensor.to(torch.float16))
 
 
 def test_folder_without_the_variant_falls_back_to_full_weights(tiny_sd_path):
@@ -128,7 +128,7 @@ def test_folder_without_the_variant_falls_back_to_full_weights(tiny_sd_path):
 
 def test_explicit_variant_is_used_even_in_float32(fp16_folder):
     backbone = load_backbone(str(fp16_folder), dtype="float32", variant="fp16")
-    assert backbone.variants["unet"] == "fp16" and backbone.unet.dtype == torch.float32
+    assert backbone.variants["unet"] == "fp16" and backbone.denoiser.dtype == torch.float32
 
 
 def test_cuda_default_precision_picks_the_fp16_variant_and_cpu_the_full_weights():

@@ -5,7 +5,7 @@ Family-specific behaviour lives in one adapter per family (:mod:`zeroseg.backbon
 """
 
 from zeroseg.backbones.backbone import Backbone
-from zeroseg.backbones.capture import capture_features, capture_self_attention
+from zeroseg.backbones.capture import capture_features, capture_self_attention, denoiser_layers
 from zeroseg.backbones.encode import add_noise, empty_prompt_conditioning, encode_images
 from zeroseg.backbones.families import BackboneFamily, family_names, get_family, register_family
 from zeroseg.backbones.hub import HubUnreachableError
@@ -20,6 +20,7 @@ __all__ = [
     "add_noise",
     "capture_features",
     "capture_self_attention",
+    "denoiser_layers",
     "empty_prompt_conditioning",
     "encode_images",
     "family_names",

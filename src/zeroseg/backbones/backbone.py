@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from zeroseg.backbones.families import BackboneFamily, Conditioning, get_family
+from zeroseg.backbones.schedule import NoiseSchedule
 from zeroseg.validation import check_image_size
 
 
@@ -21,23 +22,23 @@ class Backbone:
 
     Attributes:
         model: the model as resolved (hub id, local folder or checkpoint file).
-        family: the registered family name: ``"sd"`` (one text encoder) or ``"sdxl"`` (two, added time ids).
-        unet: the ``UNet2DConditionModel`` in ``dtype`` on ``device``.
+        family: the registered family name (``"sd"``, ``"sdxl"``, ``"sd3"``, ``"flux"``, ``"pixart"``).
+        denoiser: the UNet or diffusion transformer, in ``dtype`` on ``device``.
         vae: the ``AutoencoderKL``, kept in float32 (the SDXL VAE overflows in float16 at 1024 px).
-        tokenizers / text_encoders: one (SD) or two (SDXL family) of each.
-        alphas_cumprod: the training noise schedule, float64 ``(T,)``.
-        device / dtype: where and in which precision the UNet runs.
+        tokenizers / text_encoders: the family's (empty once released after encoding the empty prompt).
+        schedule: the training noise process (DDPM ``alphas_cumprod`` or flow matching).
+        device / dtype: where and in which precision the denoiser runs.
         revision: the hub revision asked for.
         variants: the weight variant loaded per component, where one was (``{"unet": "fp16", ...}``).
     """
 
     model: str
     family: str
-    unet: Any
+    denoiser: Any
     vae: Any
     tokenizers: list[Any]
     text_encoders: list[Any]
-    alphas_cumprod: torch.Tensor
+    schedule: NoiseSchedule
     device: torch.device
     dtype: torch.dtype
     revision: str | None = None
@@ -56,7 +57,7 @@ class Backbone:
 
     @property
     def latent_divisor(self) -> int:
-        """Image sides must be multiples of this so that every UNet resolution is a whole number."""
+        """Image sides must be multiples of this so that every token grid of the denoiser is a whole number."""
         return self.adapter.latent_divisor(self)
 
     def check_image_size(self, image_size: int) -> None:
@@ -66,20 +67,23 @@ class Backbone:
     def conditioning(self, batch_size: int, image_size: int) -> Conditioning:
         """The empty-prompt conditioning for ``image_size``, computed once and expanded to the batch."""
         if image_size not in self._conditioning:
-            with torch.inference_mode():
-                self._conditioning[image_size] = self.adapter.encode_prompt(self, "", image_size)
-        hidden, added = self._conditioning[image_size]
-        hidden = hidden.expand(batch_size, -1, -1)
-        if added is None:
-            return hidden, None
-        return hidden, {name: value.expand(batch_size, -1) for name, value in added.items()}
+            known = next(iter(self._conditioning.values()), None)
+            sizeless = self.adapter.release_text_encoders(self)
+            if known is not None and sizeless:
+                self._conditioning[image_size] = known  # the same for every size
+            else:
+                with torch.inference_mode():
+                    self._conditioning[image_size] = self.adapter.encode_prompt(self, "", image_size)
+                if sizeless:  # encoded once: the large text encoders are not needed again
+                    self.tokenizers, self.text_encoders = [], []
+        return self._conditioning[image_size].for_batch(batch_size)
 
-    def override_conditioning(self, image_size: int, hidden: torch.Tensor, added: dict | None = None) -> None:
-        """Use this ``(1, L, D)`` conditioning for ``image_size`` instead of encoding the empty prompt.
+    def override_conditioning(self, image_size: int, conditioning: Conditioning) -> None:
+        """Use this (batch of one) conditioning for ``image_size`` instead of encoding the empty prompt.
 
         For measurements that swap in a denoiser of another width than the loaded text encoders produce.
         """
-        self._conditioning[image_size] = (hidden, added)
+        self._conditioning[image_size] = conditioning
 
     def identity(self) -> dict[str, Any]:
         """What identifies these weights, for cache keys: the hub id and revision, or a local path and mtime."""

@@ -1,7 +1,7 @@
 """Load the parts of a diffusion model that segmentation needs, from a local folder, the cache or the hub.
 
-Only the components the model's family declares are loaded (UNet, VAE, text encoder(s) with their tokenizer(s),
-the noise schedule); never the safety checker or the image encoder. The family is detected explicitly from the
+Only the components the model's family declares are loaded (UNet or transformer, VAE, the text encoder(s) the empty
+prompt needs with their tokenizer(s), the noise schedule); never the safety checker or the image encoder. The family is detected explicitly from the
 model's ``model_index.json`` and denoiser config (see :mod:`zeroseg.backbones.families`). Works from a hub id, a
 local folder in diffusers layout, or a single ``.safetensors``/``.ckpt`` file.
 """
@@ -97,7 +97,7 @@ def load_backbone(
         model: a short name (``ssd1b``, ``sd14``, see ``MODEL_ALIASES``), a hub id, a local folder in diffusers
             layout, or a single ``.safetensors``/``.ckpt`` checkpoint file.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``. The library default is CPU (as diffusers').
-        dtype: precision of the UNet and text encoders; ``None``/``"auto"`` = float16 on CUDA, float32 elsewhere.
+        dtype: precision of the denoiser and text encoders; ``None``/``"auto"`` = float16 on CUDA, float32 elsewhere.
             The VAE always runs in float32.
         revision: the hub revision (branch, tag or commit).
         variant: the weight variant to load (``"fp16"``). By default the ``fp16`` variant is used where a
@@ -131,17 +131,17 @@ def load_backbone(
         family, parts, variants = _load_hub(
             model, resolved, dtype=torch_dtype, revision=revision, variant=variant, offline=local_files_only
         )
-    for module in (parts.unet, parts.vae, *parts.text_encoders):
+    for module in (parts.denoiser, parts.vae, *parts.text_encoders):
         module.to(dev).eval().requires_grad_(False)
     logger.info("loaded %s (%s family) on %s in %s", resolved, family.name, dev, torch_dtype)
     return Backbone(
         model=str(path) if path.exists() else resolved,
         family=family.name,
-        unet=parts.unet,
+        denoiser=parts.denoiser,
         vae=parts.vae,
         tokenizers=parts.tokenizers,
         text_encoders=parts.text_encoders,
-        alphas_cumprod=parts.alphas_cumprod,
+        schedule=parts.schedule,
         device=dev,
         dtype=torch_dtype,
         revision=revision,

@@ -34,7 +34,7 @@ class DiffCut(Segmenter):
     @torch.inference_mode()
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Encoder features ``{"features": (C, h, w)}`` per image (float32, on :attr:`method_device`)."""
-        latents, conditioning = self.unet_inputs(images, noise_seed=self.config.seed)
+        latents, conditioning = self.denoiser_inputs(images, noise_seed=self.config.seed)
         features = capture_features(self.backbone, latents, self.config.timestep, conditioning)
         return [{"features": f.float().to(self.method_device)} for f in features]
 

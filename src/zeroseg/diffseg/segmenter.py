@@ -41,7 +41,7 @@ class DiffSeg(Segmenter):
         """Self-attention maps of every grid side, ``{"attn_<r>": (r*r, r*r)}`` per image (float32, on
         :attr:`method_device`)."""
         cfg = self.config
-        latents, conditioning = self.unet_inputs(images, noise_seed=cfg.seed if cfg.noise else None)
+        latents, conditioning = self.denoiser_inputs(images, noise_seed=cfg.seed if cfg.noise else None)
         maps = capture_self_attention(self.backbone, latents, cfg.timestep, conditioning)
         return [
             {f"{ATTENTION_PREFIX}{side}": maps[side][b].to(self.method_device) for side in sorted(maps, reverse=True)}

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from zeroseg.backbones.families.base import AttentionLayer, BackboneFamily, Conditioning, LoadedParts
+from zeroseg.backbones.families.base import BackboneFamily, Conditioning, Default, DenoiserLayer, LoadedParts
 from zeroseg.backbones.families.sd import StableDiffusion
 from zeroseg.backbones.families.sdxl import StableDiffusionXL
 from zeroseg.errors import ConfigError, WeightsNotFoundError
@@ -54,7 +54,7 @@ def detect_family(model_index: dict[str, Any], denoiser_config: dict[str, Any], 
     if not matches:
         raise WeightsNotFoundError(
             f"model `{model}` ({pipeline}): not a model family zeroseg knows (known: {', '.join(FAMILIES)}); "
-            f"it needs a diffusers model_index.json and unet/config.json of one of them"
+            f"it needs a diffusers model_index.json and the unet/ or transformer/ config.json of one of them"
         )
     names = ", ".join(family.name for family in matches)
     raise WeightsNotFoundError(f"model `{model}` ({pipeline}): recognised by several families ({names})")
@@ -84,8 +84,9 @@ def detect_folder_family(folder: Path, *, model: str) -> BackboneFamily:
     index, denoiser = read_model_configs(folder)
     if not denoiser:
         raise WeightsNotFoundError(
-            f"model `{model}`: the folder is not a complete diffusers model (need unet/, vae/, text_encoder/, "
-            f"tokenizer/ and scheduler/): no unet/config.json in {str(folder)!r}"
+            f"model `{model}`: the folder is not a complete diffusers model (need a model_index.json, unet/ or "
+            f"transformer/, vae/, text encoders and scheduler/): no unet/ or transformer/ config.json in "
+            f"{str(folder)!r}"
         )
     return detect_family(index, denoiser, model=model)
 
@@ -96,9 +97,10 @@ register_family(StableDiffusionXL())
 __all__ = [
     "FAMILIES",
     "DENOISER_FOLDERS",
-    "AttentionLayer",
     "BackboneFamily",
     "Conditioning",
+    "Default",
+    "DenoiserLayer",
     "LoadedParts",
     "detect_family",
     "detect_folder_family",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from zeroseg.backbones.families.base import Conditioning
+from zeroseg.backbones.families.base import Conditioning, Default
 from zeroseg.backbones.families.unet import UNetFamily, is_unet_config
 from zeroseg.backbones.tiny_parts import tiny_clip_text_config, write_clip_tokenizer
 
@@ -32,6 +32,7 @@ class StableDiffusion(UNetFamily):
     """SD 1.x / 2.x (and their distillations such as SD-Turbo): UNet, VAE, one text encoder."""
 
     name = "sd"
+    title = "Stable Diffusion 1.x / 2.x (UNet, one CLIP text encoder)"
     components = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
     default_latent_divisor = 64  # VAE 8 x three downsamplers
     pipeline_class = "StableDiffusionPipeline"
@@ -50,6 +51,17 @@ class StableDiffusion(UNetFamily):
         "norm_num_groups": 4,
     }
     tiny_vae_scaling_factor = 0.18215
+    defaults: ClassVar[dict[str, dict[str, Default]]] = {
+        "diffseg": {
+            "image_size": Default(512, "DiffSeg official code (SD 1.4)"),
+            "timestep": Default(300, "DiffSeg official notebooks (SD 1.4)"),
+        },
+        "diffcut": {
+            "image_size": Default(1024, "DiffCut official code"),
+            "timestep": Default(50, "DiffCut official code"),
+            "tau": Default(0.2, "DiffCut maintainer for the paper's SD 1.4 ablation (PaulCouairon/DiffCut issue 5)"),
+        },
+    }
     tiny_pipeline_index: ClassVar[dict[str, Any]] = {
         "safety_checker": [None, None],
         "feature_extractor": [None, None],
@@ -84,7 +96,7 @@ class StableDiffusion(UNetFamily):
     def encode_prompt(self, backbone: Backbone, prompt: str, image_size: int) -> Conditioning:
         """The text encoder's last hidden state of the prompt padded to 77 tokens; no added conditioning."""
         ids = tokenize(backbone.tokenizers[0], prompt, backbone.device)
-        return backbone.text_encoders[0](ids)[0].to(backbone.dtype), None
+        return Conditioning({"encoder_hidden_states": backbone.text_encoders[0](ids)[0].to(backbone.dtype)})
 
     def write_tiny_text_encoders(self, root: Path) -> dict[str, list[str]]:
         """One tiny CLIP text encoder and its tokenizer."""

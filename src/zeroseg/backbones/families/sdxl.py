@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from zeroseg.backbones.families.base import Conditioning
+from zeroseg.backbones.families.base import Conditioning, Default
 from zeroseg.backbones.families.sd import StableDiffusion, has_component, tokenize
 from zeroseg.backbones.families.unet import UNetFamily, is_unet_config
 from zeroseg.backbones.tiny_parts import tiny_clip_text_config, write_clip_tokenizer
@@ -20,6 +20,7 @@ class StableDiffusionXL(UNetFamily):
     """SDXL-shaped models: UNet with ``text_time`` added conditioning, VAE, two CLIP text encoders."""
 
     name = "sdxl"
+    title = "SDXL, SSD-1B, Segmind-Vega, SDXL-Turbo (UNet, two CLIP text encoders)"
     components = ("unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler")
     default_latent_divisor = 32  # VAE 8 x two downsamplers
     pipeline_class = "StableDiffusionXLPipeline"
@@ -42,6 +43,17 @@ class StableDiffusionXL(UNetFamily):
         "norm_num_groups": 4,
     }
     tiny_vae_scaling_factor = 0.13025
+    defaults: ClassVar[dict[str, dict[str, Default]]] = {
+        "diffseg": {
+            "image_size": Default(512, "DiffSeg official code"),
+            "timestep": Default(300, "DiffSeg official notebooks"),
+        },
+        "diffcut": {
+            "image_size": Default(1024, "DiffCut official code (SSD-1B)"),
+            "timestep": Default(50, "DiffCut official code (SSD-1B)"),
+            "tau": Default(0.5, "DiffCut paper, every dataset (SSD-1B)"),
+        },
+    }
     tiny_pipeline_index: ClassVar[dict[str, Any]] = {"force_zeros_for_empty_prompt": True}
 
     def recognises(self, model_index: dict[str, Any], denoiser_config: dict[str, Any]) -> bool:
@@ -86,7 +98,13 @@ class StableDiffusionXL(UNetFamily):
             pooled = out[0]
         hidden = torch.cat(states, dim=-1).to(backbone.dtype)
         time_ids = torch.tensor([[image_size, image_size, 0, 0, image_size, image_size]], dtype=backbone.dtype)
-        return hidden, {"text_embeds": pooled.to(backbone.dtype), "time_ids": time_ids.to(backbone.device)}
+        return Conditioning(
+            {
+                "encoder_hidden_states": hidden,
+                "text_embeds": pooled.to(backbone.dtype),
+                "time_ids": time_ids.to(backbone.device),
+            }
+        )
 
     def write_tiny_text_encoders(self, root: Path) -> dict[str, list[str]]:
         """SD's tiny text encoder, then a second tokenizer and a tiny CLIP text encoder with projection."""

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from zeroseg.backbones.families.base import AttentionLayer, BackboneFamily, Conditioning, LoadedParts
+from zeroseg.backbones.families.base import BackboneFamily, Conditioning, DenoiserLayer, LoadedParts
+from zeroseg.backbones.schedule import ddpm_schedule
 from zeroseg.backbones.tiny_parts import SCHEDULER, tiny_vae, write_model_index
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class UNetFamily(BackboneFamily):
         tiny_pipeline_index: the extra ``model_index.json`` entries of the tiny model.
     """
 
+    denoiser_folder = "unet"
     pipeline_class: ClassVar[str]
     tiny_unet: ClassVar[dict[str, Any]]
     tiny_vae_scaling_factor: ClassVar[float]
@@ -61,7 +63,7 @@ class UNetFamily(BackboneFamily):
         )
         tokenizers, text_encoders = self.load_text_encoders(folder, dtype=dtype, variants=variants)
         scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", local_files_only=True)
-        return LoadedParts(unet, vae, tokenizers, text_encoders, alphas_cumprod(scheduler_config))
+        return LoadedParts(unet, vae, tokenizers, text_encoders, ddpm_schedule(scheduler_config))
 
     def load_single_file(
         self, path: Path, *, config: str | None, dtype: torch.dtype, local_files_only: bool
@@ -77,28 +79,39 @@ class UNetFamily(BackboneFamily):
             return None
         tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if getattr(pipe, "tokenizer_2", None) else [])
         encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
-        alphas = alphas_cumprod(dict(pipe.scheduler.config))
-        return LoadedParts(pipe.unet, pipe.vae.to(torch.float32), tokenizers, encoders, alphas)
+        schedule = ddpm_schedule(dict(pipe.scheduler.config))
+        return LoadedParts(pipe.unet, pipe.vae.to(torch.float32), tokenizers, encoders, schedule)
 
-    def self_attention_layers(self, denoiser: Any, latent_side: int) -> list[AttentionLayer]:
+    def layers(self, denoiser: Any, latent_side: int) -> list[DenoiserLayer]:
         """Every ``attn1`` of the UNet in forward order with its side (see :func:`unet_self_attention_layers`)."""
         return unet_self_attention_layers(denoiser, latent_side)
 
-    def feature_layer(self, denoiser: Any) -> tuple[str, Any]:
-        """``attn1`` of the last transformer block of the last down block with attention."""
-        return unet_feature_layer(denoiser)
+    def default_layers(self, denoiser: Any, method: str) -> tuple[int, ...]:
+        """DiffSeg: every self-attention layer (official code); DiffCut: the last encoder self-attention
+        (official code), see :func:`unet_feature_layer`."""
+        layers = unet_self_attention_layers(denoiser, 64)
+        if method == "diffcut":
+            name, _ = unet_feature_layer(denoiser)
+            return (next(i for i, layer in enumerate(layers) if layer.name == name),)
+        return tuple(range(len(layers)))
 
     def latent_divisor(self, backbone: Backbone) -> int:
         """The VAE scale factor times the UNet's total downsampling (2 per down block with a downsampler)."""
-        num_down = sum(1 for block in backbone.unet.down_blocks if getattr(block, "downsamplers", None))
+        num_down = sum(1 for block in backbone.denoiser.down_blocks if getattr(block, "downsamplers", None))
         return self.vae_scale_factor(backbone) * 2**num_down
 
     def run_denoiser(self, backbone: Backbone, latents: torch.Tensor, timestep: int, conditioning: Conditioning):
-        """One UNet forward pass with the hidden states and added conditioning kwargs (SDXL's time ids)."""
-        hidden, added = conditioning
+        """One UNet forward pass with the hidden states and the added conditioning (SDXL's ``text_embeds`` and
+        ``time_ids``, passed as ``added_cond_kwargs``)."""
+        tensors = conditioning.kwargs()
+        hidden = tensors.pop("encoder_hidden_states")
         t = torch.full((latents.shape[0],), int(timestep), device=backbone.device, dtype=torch.long)
-        return backbone.unet(
-            latents.to(backbone.dtype), t, encoder_hidden_states=hidden, added_cond_kwargs=added, return_dict=False
+        return backbone.denoiser(
+            latents.to(backbone.dtype),
+            t,
+            encoder_hidden_states=hidden,
+            added_cond_kwargs=tensors or None,
+            return_dict=False,
         )
 
     def write_tiny_model(self, root: Path) -> None:
@@ -122,22 +135,13 @@ def is_unet_config(denoiser_config: dict[str, Any]) -> bool:
     return denoiser_config.get("_class_name", UNET_CLASS) == UNET_CLASS
 
 
-def alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
-    """The cumulative product of (1 - beta) from a scheduler config, as every DDPM-family scheduler computes it."""
-    from diffusers import DDPMScheduler
-
-    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-    scheduler = DDPMScheduler(**{k: config[k] for k in keys if config.get(k) is not None})
-    return scheduler.alphas_cumprod.to(torch.float64)
-
-
-def unet_self_attention_layers(unet: Any, latent_side: int) -> list[AttentionLayer]:
+def unet_self_attention_layers(unet: Any, latent_side: int) -> list[DenoiserLayer]:
     """Every self-attention (``attn1``) module of the UNet, in forward order, with its token-grid side.
 
     Each down block works at the current side and halves it after its downsampler; the mid block works at the
     smallest side; each up block works at the current side and doubles it after its upsampler.
     """
-    layers: list[AttentionLayer] = []
+    layers: list[DenoiserLayer] = []
     side = latent_side
     for i, block in enumerate(unet.down_blocks):
         layers += _block_layers(block, f"down_blocks.{i}", side)
@@ -152,14 +156,14 @@ def unet_self_attention_layers(unet: Any, latent_side: int) -> list[AttentionLay
     return layers
 
 
-def _block_layers(block: Any, prefix: str, side: int) -> list[AttentionLayer]:
+def _block_layers(block: Any, prefix: str, side: int) -> list[DenoiserLayer]:
     layers = []
     for j, transformer in enumerate(getattr(block, "attentions", None) or []):
         for k, basic in enumerate(getattr(transformer, "transformer_blocks", [])):
             attn = getattr(basic, "attn1", None)
             if attn is not None and not getattr(attn, "is_cross_attention", False):
                 name = f"{prefix}.attentions.{j}.transformer_blocks.{k}.attn1"
-                layers.append(AttentionLayer(name, attn, side))
+                layers.append(DenoiserLayer(name, side, attention=attn, features=attn))
     return layers
 
 
