@@ -120,8 +120,7 @@ def real_architecture_backbone(
     from diffusers import AutoencoderKL
 
     from zeroseg.backbones.backbone import Backbone
-    from zeroseg.backbones.families import get_family
-    from zeroseg.backbones.families import Conditioning
+    from zeroseg.backbones.families import Conditioning, get_family
     from zeroseg.backbones.schedule import ddpm_schedule
     from zeroseg.backbones.tiny_parts import SCHEDULER
 

@@ -139,15 +139,9 @@ def test_only_requested_sides_are_materialised_and_forward_stops_early(sd_backbo
 
 def test_feature_layer_is_the_last_encoder_self_attention(sd_backbone, sdxl_backbone):
     # SD 1.x: the last down block has no attention, so the layer is in down_blocks[-2].
-    assert (
-        unet_feature_layer(sd_backbone.denoiser)[0]
-        == "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
-    )
+    assert unet_feature_layer(sd_backbone.denoiser)[0] == "down_blocks.2.attentions.1.transformer_blocks.0.attn1"
     # SDXL: down_blocks[-1], last of its (here two) transformer layers.
-    assert (
-        unet_feature_layer(sdxl_backbone.denoiser)[0]
-        == "down_blocks.2.attentions.1.transformer_blocks.1.attn1"
-    )
+    assert unet_feature_layer(sdxl_backbone.denoiser)[0] == "down_blocks.2.attentions.1.transformer_blocks.1.attn1"
 
 
 def test_early_exit_features_equal_full_forward_features(backbone):

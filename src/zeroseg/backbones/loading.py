@@ -1,9 +1,10 @@
 """Load the parts of a diffusion model that segmentation needs, from a local folder, the cache or the hub.
 
-Only the components the model's family declares are loaded (UNet or transformer, VAE, the text encoder(s) the empty
-prompt needs with their tokenizer(s), the noise schedule); never the safety checker or the image encoder. The family is detected explicitly from the
-model's ``model_index.json`` and denoiser config (see :mod:`zeroseg.backbones.families`). Works from a hub id, a
-local folder in diffusers layout, or a single ``.safetensors``/``.ckpt`` file.
+Only the components the model's family declares are loaded (UNet or transformer, VAE, the text encoder(s) the
+empty prompt needs with their tokenizer(s), the noise schedule); never the safety checker or the image encoder.
+The family is detected explicitly from the model's ``model_index.json`` and denoiser config (see
+:mod:`zeroseg.backbones.families`). Works from a hub id, a local folder in diffusers layout, or a single
+``.safetensors``/``.ckpt`` file.
 """
 
 from __future__ import annotations
