@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 
@@ -118,13 +117,17 @@ def capture_features(
     tokens = chosen.side * chosen.side
     captured: list[torch.Tensor] = []
 
-    def hook(_module: Any, _inputs: Any, output: Any) -> None:
-        stream = output[0] if isinstance(output, tuple) else output
+    def keep(stream: torch.Tensor) -> None:
         captured.append(stream[:, -tokens:].detach().clone())
         if early_exit:
             raise StopForward
 
-    handle = chosen.features.register_forward_hook(hook)
+    if chosen.features_from_input:
+        handle = chosen.features.register_forward_pre_hook(lambda _module, inputs: keep(inputs[0]))
+    else:
+        handle = chosen.features.register_forward_hook(
+            lambda _module, _inputs, output: keep(output[0] if isinstance(output, tuple) else output)
+        )
     try:
         _run_denoiser(backbone, latents, timestep, conditioning)
     finally:

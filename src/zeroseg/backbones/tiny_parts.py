@@ -20,8 +20,11 @@ SCHEDULER = {
 }
 
 
-def tiny_vae(scaling_factor: float) -> Any:
-    """A KL VAE with the released models' 8x downsampling (four blocks) and every width tiny."""
+def tiny_vae(
+    scaling_factor: float, *, latent_channels: int = 4, shift_factor: float | None = None, quant_conv: bool = True
+) -> Any:
+    """A KL VAE with the released models' 8x downsampling (four blocks) and every width tiny (SD3 and FLUX: 16
+    latent channels, a shift factor, no quant convolutions)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -31,10 +34,13 @@ def tiny_vae(scaling_factor: float) -> Any:
         up_block_types=["UpDecoderBlock2D"] * 4,
         block_out_channels=[8, 8, 8, 8],
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=4,
         sample_size=64,
         scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=quant_conv,
+        use_post_quant_conv=quant_conv,
     )
 
 
@@ -103,3 +109,23 @@ def _byte_characters() -> list[str]:
             chars.append(chr(256 + extra))
             extra += 1
     return chars
+
+
+def write_t5(root: Path, tokenizer_folder: str, encoder_folder: str, *, max_length: int) -> None:
+    """A tiny T5 encoder and a fast tokenizer over a small word vocabulary, written locally (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    words = ["<pad>", "</s>", "<unk>", *[chr(c) for c in range(ord("a"), ord("z") + 1)]]
+    vocab = {word: i for i, word in enumerate(words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=max_length
+    )
+    fast.save_pretrained(root / tokenizer_folder)
+    config = T5Config(
+        vocab_size=len(vocab), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2, pad_token_id=0, eos_token_id=1
+    )
+    T5EncoderModel(config).save_pretrained(root / encoder_folder)

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from zeroseg.backbones.families.base import BackboneFamily, Conditioning, Default, DenoiserLayer, LoadedParts
+from zeroseg.backbones.families.flux import Flux
+from zeroseg.backbones.families.pixart import PixArt
 from zeroseg.backbones.families.sd import StableDiffusion
+from zeroseg.backbones.families.sd3 import StableDiffusion3
 from zeroseg.backbones.families.sdxl import StableDiffusionXL
 from zeroseg.errors import ConfigError, WeightsNotFoundError
 
@@ -93,6 +96,9 @@ def detect_folder_family(folder: Path, *, model: str) -> BackboneFamily:
 
 register_family(StableDiffusion())
 register_family(StableDiffusionXL())
+register_family(StableDiffusion3())
+register_family(Flux())
+register_family(PixArt())
 
 __all__ = [
     "FAMILIES",

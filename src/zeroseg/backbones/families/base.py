@@ -66,6 +66,8 @@ class DenoiserLayer:
         image_qk: how to read the image tokens' queries and keys from a call of ``attention`` (the processor then
             runs unchanged and the probabilities are computed beside it); ``None`` for a plain self-attention
             whose recorder computes the output from the recorded probabilities (the UNets').
+        features_from_input: the features are the input of ``features`` instead of its output (the attention
+            output before the output projection).
     """
 
     name: str
@@ -73,6 +75,7 @@ class DenoiserLayer:
     attention: Any
     features: Any
     image_qk: QKReader | None = None
+    features_from_input: bool = False
 
 
 @dataclass(frozen=True)
