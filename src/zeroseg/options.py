@@ -110,6 +110,9 @@ def capture_fields(config_class: type) -> tuple[str, ...]:
 
 
 def _kind(hint: Any, owner: type, name: str) -> str:
+    args = typing.get_args(hint)
+    if type(None) in args and len(args) == 2:  # ``X | None``: unset means the model's default
+        hint = next(arg for arg in args if arg is not type(None))
     if hint is bool:
         return "bool"
     if hint in (int, float, str):
@@ -182,6 +185,8 @@ def all_options(methods: Iterable[str] | None = None) -> dict[str, list[tuple[st
 def format_default(option: Option) -> str:
     """A default as a user types it (``1,2,4`` for tuples, ``on``/``off`` for flags)."""
     value = option.default
+    if value is None:
+        return "per model (see `zeroseg models`)"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple):

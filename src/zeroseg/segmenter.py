@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from zeroseg.backbones import add_noise, empty_prompt_conditioning, encode_images, load_backbone
+from zeroseg.backbones import add_noise, denoiser_layers, empty_prompt_conditioning, encode_images, load_backbone
 from zeroseg.backbones.backbone import Backbone
+from zeroseg.backbones.defaults import resolve_defaults
 from zeroseg.errors import ConfigError
 from zeroseg.image import resize
 from zeroseg.options import capture_fields
@@ -55,7 +56,9 @@ class Segmenter(ABC):
         backbone: an already loaded backbone to share (its model must match ``config.model``).
         revision / variant: hub revision and weight variant (``variant="fp16"`` halves the download).
         model_config: for a single checkpoint file, a diffusers folder or hub id describing its architecture.
-        **settings: any config field, e.g. ``tau=0.6`` (see the method's config class).
+        **settings: any config field, e.g. ``tau=0.6`` (see the method's config class). Settings left unset
+            (``None``: image size, timestep, layers, DiffCut's tau) take the loaded model's defaults
+            (:mod:`zeroseg.backbones.defaults`); :attr:`default_sources` says where each came from.
     """
 
     method: ClassVar[str]
@@ -90,7 +93,21 @@ class Segmenter(ABC):
                 self.config.model, device=device, dtype=dtype, revision=revision, variant=variant, config=model_config
             )
         self.backbone = backbone
+        self.config, self.default_sources = resolve_defaults(self.method, self.config, backbone)
+        self._check_layers()
         self.num_backbone_passes = 0
+
+    def _check_layers(self) -> None:
+        """Refuse layer indices the loaded denoiser does not have (one line naming the setting and the count)."""
+        count = len(denoiser_layers(self.backbone, 64))
+        for name in ("layers", "layer"):
+            value = getattr(self.config, name, None)
+            indices = (value,) if isinstance(value, int) else tuple(value or ())
+            if any(i >= count for i in indices):
+                raise ConfigError(
+                    f"has index {max(indices)} but model `{self.backbone.model}` has {count} layers (0-{count - 1})",
+                    setting=name,
+                )
 
     @property
     def image_size(self) -> int:
@@ -134,12 +151,15 @@ class Segmenter(ABC):
 
     def settings(self) -> dict[str, Any]:
         """Every setting of this segmenter, JSON-serialisable."""
-        return {
+        data = {
             "method": self.method,
             **self.config.to_dict(),
             "device": str(self.device),
             "dtype": str(self.backbone.dtype).replace("torch.", ""),
         }
+        if self.default_sources:
+            data["defaults_from"] = dict(sorted(self.default_sources.items()))
+        return data
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Resize ``(B, 3, H, W)`` images in [0, 1] to the backbone's square input (no crop, no antialias)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from zeroseg.errors import ConfigError
 
-# Image sides every registered family's released models accept, checked before any model is loaded: the least
-# common multiple of the families' default latent divisors (sd: 64, sdxl: 32). A loaded backbone checks its own,
-# exact divisor (``Backbone.check_image_size``).
-CONFIG_TIME_LATENT_DIVISOR = 64
+# What every registered family's image sides are a multiple of, checked before any model is loaded: the greatest
+# common divisor of the families' default latent divisors (sd: 64, sdxl: 32, sd3 / flux / pixart: 16), so no size
+# a family accepts is refused early. A loaded backbone checks its own, exact divisor (``Backbone.check_image_size``).
+CONFIG_TIME_LATENT_DIVISOR = 16
+TRAINING_TIMESTEPS = 1000
+"""Training timesteps of every registered family (a loaded backbone checks its own schedule)."""
 
 
 def check_image_size(image_size: int, divisor: int, *, model: str | None = None) -> None:
@@ -19,8 +21,10 @@ def check_image_size(image_size: int, divisor: int, *, model: str | None = None)
         )
 
 
-def check_capture_settings(image_size: int, timestep: int) -> None:
-    """Raise :class:`ConfigError` for an image size the UNet cannot take or a timestep outside training."""
-    check_image_size(image_size, CONFIG_TIME_LATENT_DIVISOR)
-    if not 0 <= timestep < 1000:
-        raise ConfigError(f"must be in [0, 999] (got {timestep})", setting="timestep")
+def check_capture_settings(image_size: int | None, timestep: int | None) -> None:
+    """Raise :class:`ConfigError` for an image size no denoiser can take or a timestep outside training (``None``:
+    the model's default, checked once the model is known)."""
+    if image_size is not None:
+        check_image_size(image_size, CONFIG_TIME_LATENT_DIVISOR)
+    if timestep is not None and not 0 <= timestep < TRAINING_TIMESTEPS:
+        raise ConfigError(f"must be in [0, {TRAINING_TIMESTEPS - 1}] (got {timestep})", setting="timestep")

@@ -16,10 +16,10 @@ from zeroseg.testing import make_tiny_model
 from zeroseg.validation import CONFIG_TIME_LATENT_DIVISOR, check_capture_settings
 
 
-def test_registry_holds_sd_and_sdxl_and_refuses_unknown_or_duplicate_names():
-    assert family_names() == ("sd", "sdxl")
+def test_registry_holds_the_unet_and_dit_families_and_refuses_unknown_or_duplicate_names():
+    assert family_names() == ("sd", "sdxl", "sd3", "flux", "pixart")
     assert get_family("sdxl").name == "sdxl"
-    with pytest.raises(ConfigError, match="`family` must be one of sd, sdxl"):
+    with pytest.raises(ConfigError, match="`family` must be one of sd, sdxl, sd3, flux, pixart"):
         get_family("dit")
     with pytest.raises(ValueError, match="already registered"):
         register_family(get_family("sd"))
@@ -55,11 +55,12 @@ def test_latent_divisor_is_vae_scale_times_unet_downsampling(sd_backbone, sdxl_b
     assert sdxl_backbone.latent_divisor == 8 * 2**2 == get_family("sdxl").default_latent_divisor
 
 
-def test_config_time_divisor_fits_every_family_default():
+def test_config_time_divisor_refuses_no_size_a_family_accepts():
     defaults = [get_family(name).default_latent_divisor for name in family_names()]
-    assert math.lcm(*defaults) == CONFIG_TIME_LATENT_DIVISOR
-    with pytest.raises(ConfigError, match="multiple of 64"):
-        check_capture_settings(96, 50)
+    assert math.gcd(*defaults) == CONFIG_TIME_LATENT_DIVISOR
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        check_capture_settings(100, 50)
+    check_capture_settings(None, None)  # the model's defaults, checked once it is loaded
 
 
 def test_loaded_backbone_checks_its_own_divisor(sd_backbone, sdxl_backbone):

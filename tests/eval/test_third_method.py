@@ -49,7 +49,7 @@ def test_command_line_evaluate_takes_the_generated_options(toy_method, quadrant_
     output = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "250"}).output
     help_text = " ".join(output.replace("│", " ").split())
     assert "Channel value above which a cell takes its dominant colour" in help_text  # --tau, from the field
-    assert "512 (diffseg), 32 (quadrants)." in help_text  # --size: the toy's default beside the others'
+    assert "(diffseg), 32 (quadrants)." in help_text  # --size: the toy's default beside the others'
     out = tmp_path / "r.json"
     args = ["evaluate", "--method", toy_method, "--tau", "2.0", "--size", "16", "--output", str(out)]
     result = runner.invoke(app, [*args, *_folder_args(quadrant_folder, tmp_path)])

@@ -233,6 +233,8 @@ def _load_single_file(
     for family in reversed(FAMILIES.values()):
         try:
             parts = family.load_single_file(path, config=config, dtype=dtype, local_files_only=local_files_only)
+        except WeightsNotFoundError:
+            raise  # the family recognised the file and says what is missing
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             errors.append(exc)
             continue

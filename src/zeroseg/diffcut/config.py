@@ -30,10 +30,22 @@ class DiffCutConfig:
         "Short name (see `zeroseg models`), hub id, local diffusers folder or .safetensors file.",
         capture=True,
     )
-    image_size: int = setting(1024, "Side of the square the model sees (official code).", flag="size", capture=True)
-    timestep: int = setting(50, "UNet timestep of the single noised step (official code).", capture=True)
+    image_size: int | None = setting(
+        None, "Side of the square the model sees; per model (SSD-1B: 1024, official code).", flag="size", capture=True
+    )
+    timestep: int | None = setting(
+        None, "Training timestep of the single noised step; per model (SSD-1B: 50, official code).", capture=True
+    )
     seed: int = setting(42, "Noise seed, one draw shared by a batch (official code).", capture=True)
-    tau: float = setting(0.5, "NCut threshold; larger gives finer segments (paper, every dataset).", ui=True)
+    layer: int | None = setting(
+        None,
+        "Denoiser layer whose attention output is cut, an index into the model's layers; per model (UNets: the "
+        "last encoder self-attention, official code).",
+        capture=True,
+    )
+    tau: float | None = setting(
+        None, "NCut threshold; larger gives finer segments; per model (SSD-1B: 0.5, paper; SD 1.x: 0.2).", ui=True
+    )
     alpha: float = setting(10.0, "Exponent of the cosine affinity, a soft threshold (official code).", ui=True)
     pamr: bool = setting(True, "PAMR refinement of the label map (official demo).", ui=True)
     pamr_iters: int = setting(30, "PAMR iterations (official demo).")
@@ -51,7 +63,9 @@ class DiffCutConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
         check_capture_settings(self.image_size, self.timestep)
-        if not 0 < self.tau:
+        if self.layer is not None and (isinstance(self.layer, bool) or self.layer < 0):
+            raise ConfigError(f"must be a layer index >= 0 (got {self.layer!r})", setting="layer")
+        if self.tau is not None and not 0 < self.tau:
             raise ConfigError(f"must be positive (got {self.tau})", setting="tau")
         if not self.alpha > 0:
             raise ConfigError(f"must be positive (got {self.alpha})", setting="alpha")

@@ -8,6 +8,7 @@ from zeroseg.backbones import capture_features
 from zeroseg.diffcut.algorithm import segment_features
 from zeroseg.diffcut.config import DiffCutConfig
 from zeroseg.diffcut.tree import NCutTree, ncut_tree_from_features
+from zeroseg.refine.pamr import StepProgress
 from zeroseg.segmenter import Segmenter, TreeSpec
 
 
@@ -35,7 +36,7 @@ class DiffCut(Segmenter):
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Encoder features ``{"features": (C, h, w)}`` per image (float32, on :attr:`method_device`)."""
         latents, conditioning = self.denoiser_inputs(images, noise_seed=self.config.seed)
-        features = capture_features(self.backbone, latents, self.config.timestep, conditioning)
+        features = capture_features(self.backbone, latents, self.config.timestep, conditioning, layer=self.config.layer)
         return [{"features": f.float().to(self.method_device)} for f in features]
 
     def segment_capture(
@@ -45,9 +46,11 @@ class DiffCut(Segmenter):
         output_size: tuple[int, int],
         image: torch.Tensor | None = None,
         tree: NCutTree | None = None,
+        progress: StepProgress | None = None,
     ) -> torch.Tensor:
         """Cut the features and assign concepts at ``output_size``; PAMR runs there when ``image`` is given
-        and the config enables it. With ``tree`` (:meth:`ncut_tree` of this capture) the cut is read from it."""
+        and the config enables it. With ``tree`` (:meth:`ncut_tree` of this capture) the cut is read from it.
+        ``progress`` hears each PAMR iteration (:func:`zeroseg.refine.pamr.pamr`)."""
         cfg = self.config
         return segment_features(
             capture["features"].float(),
@@ -60,23 +63,33 @@ class DiffCut(Segmenter):
             exact_reference=cfg.exact_reference,
             pamr_max_pixels=cfg.pamr_max_pixels,
             tree=tree,
+            progress=progress,
         )
 
-    def build_tree(self, capture: dict[str, torch.Tensor], *, bound: float | None = None) -> NCutTree:
+    def build_tree(
+        self, capture: dict[str, torch.Tensor], *, bound: float | None = None, progress: StepProgress | None = None
+    ) -> NCutTree:
         """The NCut tree of a capture, cut up to ``bound`` (default :attr:`DiffCutConfig.tree_max_tau`) or this
-        config's tau when larger."""
-        return self.ncut_tree(capture, max_tau=max(self.tree_spec.bound if bound is None else bound, self.config.tau))
+        config's tau when larger; ``progress`` hears the segments found (see ``build_ncut_tree``)."""
+        max_tau = max(self.tree_spec.bound if bound is None else bound, self.config.tau)
+        return self.ncut_tree(capture, max_tau=max_tau, progress=progress)
 
     def tree_fits(self, tree: NCutTree) -> bool:
         """Whether ``tree`` was built with this config's alpha and exact_reference, and up to its tau."""
         cfg = self.config
         return tree.fits(tau=cfg.tau, alpha=cfg.alpha, exact_reference=cfg.exact_reference)
 
-    def ncut_tree(self, capture: dict[str, torch.Tensor], *, max_tau: float) -> NCutTree:
+    def ncut_tree(
+        self, capture: dict[str, torch.Tensor], *, max_tau: float, progress: StepProgress | None = None
+    ) -> NCutTree:
         """The NCut tree of a capture with this config's ``alpha`` and ``exact_reference``, cut up to ``max_tau``:
         :meth:`segment_capture` with it and any ``tau <= max_tau`` needs no eigensolve. The tree is built and
-        kept on the CPU, whatever device the capture is on."""
+        kept on the CPU, whatever device the capture is on; ``progress`` hears the segments found."""
         cfg = self.config
         return ncut_tree_from_features(
-            capture["features"].float().cpu(), alpha=cfg.alpha, max_tau=max_tau, exact_reference=cfg.exact_reference
+            capture["features"].float().cpu(),
+            alpha=cfg.alpha,
+            max_tau=max_tau,
+            exact_reference=cfg.exact_reference,
+            progress=progress,
         )

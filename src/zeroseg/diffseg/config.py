@@ -25,8 +25,18 @@ class DiffSegConfig:
         "Short name (see `zeroseg models`), hub id, local diffusers folder or .safetensors file.",
         capture=True,
     )
-    image_size: int = setting(512, "Side of the square the model sees (official code).", flag="size", capture=True)
-    timestep: int = setting(300, "UNet timestep (both official notebooks).", capture=True)
+    image_size: int | None = setting(
+        None, "Side of the square the model sees; per model (SD 1.4: 512, official code).", flag="size", capture=True
+    )
+    timestep: int | None = setting(
+        None, "Training timestep of the step; per model (SD 1.4: 300, both official notebooks).", capture=True
+    )
+    layers: tuple[int, ...] | None = setting(
+        None,
+        "Denoiser layers whose self-attention is aggregated, indices into the model's layers, comma separated; per "
+        "model (UNets: every self-attention layer, official code).",
+        capture=True,
+    )
     noise: bool = setting(
         False, "Add seeded noise at the timestep; the official code feeds the clean latent.", capture=True
     )
@@ -57,6 +67,11 @@ class DiffSegConfig:
         if any(not v > 0 for v in values):
             raise ConfigError(f"must be positive (got {self.kl_threshold})", setting="kl_threshold")
         check_capture_settings(self.image_size, self.timestep)
+        if self.layers is not None:
+            layers = (self.layers,) if isinstance(self.layers, int) else tuple(int(i) for i in self.layers)
+            if not layers or any(i < 0 for i in layers):
+                raise ConfigError(f"must be layer indices >= 0 (got {self.layers!r})", setting="layers")
+            object.__setattr__(self, "layers", layers)
         if self.iterations < 1:
             raise ConfigError(f"must be at least 1 (got {self.iterations})", setting="iterations")
         if self.exact_reference and self.iterations < 2:
@@ -71,6 +86,7 @@ class DiffSegConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dictionary of every setting."""
         data = asdict(self)
-        if isinstance(data["kl_threshold"], tuple):
-            data["kl_threshold"] = list(data["kl_threshold"])
+        for name in ("kl_threshold", "layers"):
+            if isinstance(data[name], tuple):
+                data[name] = list(data[name])
         return data

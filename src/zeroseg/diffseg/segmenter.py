@@ -42,7 +42,7 @@ class DiffSeg(Segmenter):
         :attr:`method_device`)."""
         cfg = self.config
         latents, conditioning = self.denoiser_inputs(images, noise_seed=cfg.seed if cfg.noise else None)
-        maps = capture_self_attention(self.backbone, latents, cfg.timestep, conditioning)
+        maps = capture_self_attention(self.backbone, latents, cfg.timestep, conditioning, layers=cfg.layers)
         return [
             {f"{ATTENTION_PREFIX}{side}": maps[side][b].to(self.method_device) for side in sorted(maps, reverse=True)}
             for b in range(latents.shape[0])

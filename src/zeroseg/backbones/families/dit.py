@@ -28,13 +28,14 @@ class TransformerFamily(BackboneFamily):
 
     Attributes:
         transformer_class: the diffusers class of ``transformer/`` (what :meth:`recognises` checks).
-        checkpoint_markers: state-dict key fragments that identify a single checkpoint file of the family.
+        checkpoint_markers: what identifies a single checkpoint file of the family: alternatives (original and
+            diffusers key names), each a tuple of key fragments that must all occur.
         tiny_transformer / tiny_vae_config / tiny_scheduler: the tiny test model's configurations.
     """
 
     denoiser_folder = "transformer"
     transformer_class: ClassVar[str]
-    checkpoint_markers: ClassVar[tuple[str, ...]]
+    checkpoint_markers: ClassVar[tuple[tuple[str, ...], ...]]
     tiny_transformer: ClassVar[dict[str, Any]]
     tiny_vae_config: ClassVar[dict[str, Any]]
     tiny_scheduler: ClassVar[tuple[str, dict[str, Any]]]
@@ -114,9 +115,13 @@ class TransformerFamily(BackboneFamily):
                 f"model `{path}`: a {self.name} transformer checkpoint; pass the diffusers folder of the same model "
                 f"with --model-config /path/to/model (its VAE, text encoders and scheduler are loaded from there)"
             )
-        transformer = getattr(diffusers, self.transformer_class).from_single_file(
-            str(path), config=str(folder), subfolder="transformer", torch_dtype=dtype, local_files_only=True
-        )
+        cls = getattr(diffusers, self.transformer_class)
+        if hasattr(cls, "from_single_file"):  # original or diffusers key names
+            transformer = cls.from_single_file(
+                str(path), config=str(folder), subfolder="transformer", torch_dtype=dtype, local_files_only=True
+            )
+        else:  # diffusers key names only
+            transformer = _from_state_dict(cls, path, folder, dtype=dtype)
         return self._with_other_parts(transformer, folder, dtype=dtype, variants={})
 
     def _is_checkpoint(self, path: Path) -> bool:
@@ -124,7 +129,10 @@ class TransformerFamily(BackboneFamily):
 
         with safe_open(str(path), framework="pt") as handle:
             keys = list(handle.keys())
-        return any(marker in key for key in keys for marker in self.checkpoint_markers)
+        return any(
+            all(any(fragment in key for key in keys) for fragment in alternative)
+            for alternative in self.checkpoint_markers
+        )
 
     def write_tiny_model(self, root: Path) -> None:
         """Transformer, VAE, scheduler, then the text encoders, in this order (the weights depend on the order)."""
@@ -143,6 +151,21 @@ class TransformerFamily(BackboneFamily):
         write_model_index(root, {"_class_name": self.pipeline_class}, components)
 
     pipeline_class: ClassVar[str]
+
+
+def _from_state_dict(cls: Any, path: Path, folder: Path, *, dtype: torch.dtype) -> Any:
+    """A transformer built from ``folder``'s config with the weights of a diffusers-format checkpoint file."""
+    from safetensors.torch import load_file
+
+    model = cls.from_config(cls.load_config(str(folder), subfolder="transformer", local_files_only=True))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise WeightsNotFoundError(
+            f"model `{path}`: its weights do not fit the transformer of {str(folder)!r} ({first})"
+        ) from None
+    return model.to(dtype)
 
 
 def relative_layer(reference: int, reference_depth: int, depth: int) -> int:

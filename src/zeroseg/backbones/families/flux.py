@@ -58,7 +58,7 @@ class Flux(TransformerFamily):
     default_latent_divisor = 16  # VAE 8 x 2x2 packing
     transformer_class = "FluxTransformer2DModel"
     pipeline_class = "FluxPipeline"
-    checkpoint_markers = ("double_blocks.", "single_blocks.")
+    checkpoint_markers = (("double_blocks.",), ("single_transformer_blocks.",))
     defaults: ClassVar[dict[str, dict[str, Default]]] = {
         "diffseg": {
             "image_size": Default(1024, CONCEPT_ATTENTION),

@@ -34,7 +34,7 @@ class PixArt(TransformerFamily):
     default_latent_divisor = 16  # VAE 8 x patch 2
     transformer_class = "PixArtTransformer2DModel"
     pipeline_class = "PixArtSigmaPipeline"
-    checkpoint_markers = ("t_block.", "y_embedder.")
+    checkpoint_markers = (("t_block.",), ("adaln_single.",))
     defaults: ClassVar[dict[str, dict[str, Default]]] = {
         "diffseg": {
             "image_size": Default(1024, "PixArt-Sigma's native size (diffusers PixArtSigmaPipeline, sample_size 128)"),

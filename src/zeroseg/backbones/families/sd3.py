@@ -38,7 +38,7 @@ class StableDiffusion3(TransformerFamily):
     default_latent_divisor = 16  # VAE 8 x patch 2
     transformer_class = "SD3Transformer2DModel"
     pipeline_class = "StableDiffusion3Pipeline"
-    checkpoint_markers = ("joint_blocks.", "context_embedder.")
+    checkpoint_markers = (("joint_blocks.",), ("context_embedder.", "pos_embed.proj."))
     defaults: ClassVar[dict[str, dict[str, Default]]] = {
         "diffseg": {
             "image_size": Default(1024, SEG4DIFF),
