@@ -37,7 +37,7 @@ def test_outcomes_delivered_twice_are_counted_once():
     report, seen = RunReport(), set()
     seen.update(report.add_outcomes(batch("a", "b"), skip=seen))
     assert report.add_outcomes(batch("b", "c"), skip=seen) == ["c"]
-    assert (report.done, report.segments, report.workers["w"].images, report.stage_s["unet"]) == (3, 9, 3, 3.0)
+    assert (report.done, report.segments, report.workers["w"].images, report.stage_s["capture"]) == (3, 9, 3, 3.0)
 
 
 def test_an_image_that_kills_every_worker_is_split_out_and_recorded(

@@ -20,10 +20,10 @@ import torch
 from zeroseg.backbones import hub
 from zeroseg.backbones.backbone import Backbone
 from zeroseg.backbones.families import (
-    DENOISER_FOLDERS,
     FAMILIES,
     BackboneFamily,
     LoadedParts,
+    denoiser_folders,
     detect_folder_family,
 )
 from zeroseg.backbones.presets import resolve_model
@@ -212,7 +212,7 @@ def _load_hub(
 def _download(model: str, repo: str, *, dtype: torch.dtype, revision: str | None, variant: str | None) -> Path:
     """Fetch the configs, detect the family, then fetch only its components with one weight set each."""
     files = hub.repo_files(repo, revision)
-    configs = ["model_index.json", *(f"{name}/config.json" for name in DENOISER_FOLDERS)]
+    configs = ["model_index.json", *(f"{name}/config.json" for name in denoiser_folders())]
     family = detect_folder_family(hub.download(repo, [n for n in configs if n in files], revision), model=model)
     variants = choose_variants(files, family.components, dtype=dtype, variant=variant, model=model)
     return hub.download(repo, needed_files(files, family.components, variants), revision)

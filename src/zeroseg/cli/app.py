@@ -71,12 +71,29 @@ def setup_logging(verbose: int) -> None:
 
 @app.command()
 def models() -> None:
-    """List the short model names that --model accepts (any hub id or local folder works too)."""
-    from zeroseg.backbones.presets import MODEL_ALIASES
+    """List the model families with their short names, what each loads, and the defaults each method takes on
+    them with their sources (any hub id or local folder of a family works too)."""
+    from zeroseg.backbones.defaults import LAYER_SETTINGS, family_defaults, layer_default_text
+    from zeroseg.backbones.families import FAMILIES
+    from zeroseg.backbones.presets import ALIAS_FAMILIES, MODEL_ALIASES
+    from zeroseg.registry import list_methods
 
     width = max(len(name) for name in MODEL_ALIASES)
-    for name, hub_id in MODEL_ALIASES.items():
-        _out.print(f"{name:<{width}}  {hub_id}")
+    for family in FAMILIES.values():
+        _out.print(f"[bold]{family.name}[/bold]: {family.title}", highlight=False)
+        _out.print(f"  loads: {', '.join(family.components)}", highlight=False)
+        for name, hub_id in MODEL_ALIASES.items():
+            if ALIAS_FAMILIES.get(name) == family.name:
+                _out.print(f"  {name:<{width}}  {hub_id}", highlight=False)
+        for method in list_methods():
+            defaults = family_defaults(family.name, method)
+            if not defaults and method not in LAYER_SETTINGS:
+                continue
+            _out.print(f"  {method} defaults:", highlight=False)
+            for setting, default in defaults.items():
+                _out.print(f"    {setting} = {default.value}  ({default.source})", highlight=False)
+            if method in LAYER_SETTINGS:
+                _out.print(f"    {LAYER_SETTINGS[method]}: {layer_default_text(family.name, method)}", highlight=False)
 
 
 @app.command()

@@ -185,7 +185,7 @@ CacheOpt = Annotated[
     Path | None,
     typer.Option("--cache", help="Feature cache folder (default $ZEROSEG_CACHE or ~/.cache/zeroseg)."),
 ]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not store or reuse UNet captures.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not store or reuse backbone captures.")]
 CacheStorageOpt = Annotated[
     str,
     typer.Option(
@@ -203,7 +203,7 @@ MatchingOpt = Annotated[
     str, typer.Option("--matching", help="per-image (DiffSeg/DiffCut protocol) or dataset (PiCIE/STEGO).")
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N images.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per UNet pass.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per backbone pass.")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Method setting key=value (repeatable), e.g. --set pamr=false (same as --no-pamr)."),
@@ -391,7 +391,7 @@ def sweep_command(
     dataset_option: DatasetOptionOpt = None,
     method_values: dict[str, Any] | None = None,
 ) -> None:
-    """Evaluate a grid of method settings; the UNet runs once per image, later steps read the feature cache.
+    """Evaluate a grid of method settings; the backbone runs once per image, later steps read the feature cache.
 
     Any method option takes several values to sweep over: a range start:stop:step (--tau 0.3:0.8:0.05), a comma
     list of numbers (--tau 0.4,0.5) or values separated by ';' (--kl-threshold "1.1,0.9,0.9;1.0").

@@ -122,8 +122,8 @@ def method_choice() -> Any:
     return typer.Option("--method", help=f"Segmentation method ({lines}).", show_default=True)
 
 
-DEVICE_HELP = "Where the UNet runs: auto, cpu, cuda, cuda:N or mps."
-DTYPE_HELP = "UNet precision: auto (float16 on CUDA, float32 elsewhere), float32, float16 or bfloat16."
+DEVICE_HELP = "Where the model runs: auto, cpu, cuda, cuda:N or mps."
+DTYPE_HELP = "Denoiser precision: auto (float16 on CUDA, float32 elsewhere), float32, float16 or bfloat16."
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 

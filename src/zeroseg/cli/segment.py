@@ -77,7 +77,7 @@ def segment_command(
     ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per UNet batch.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per backbone batch.")] = 1,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folders.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: keep them, skip).")] = False,
     labels: Annotated[

@@ -24,8 +24,8 @@ FAILURES_FILE = "zeroseg-failures.csv"
 REPORT_FILE = "zeroseg-report.json"
 FAILURE_COLUMNS = ("image_id", "path", "stage", "error")
 
-STAGES = ("read", "unet", "cluster", "name", "write")
-"""Where time goes, per image: reading + decoding (in the read tasks), the UNet pass (capture), clustering
+STAGES = ("read", "capture", "cluster", "name", "write")
+"""Where time goes, per image: reading + decoding (in the read tasks), the denoiser pass (capture), clustering
 (the method's segmentation of the capture), naming (CLIP, when a vocabulary is given) and writing outputs."""
 
 OUTCOME_COLUMNS = ("image_id", "location", "status", "stage", "error", "worker", "busy_s", "finished_at", "segments")

@@ -101,7 +101,7 @@ class SegmentWorker:
             image_id, timings = outcome.job.stem, outcome.timings
             stage_s = {
                 "read": read_s[image_id],
-                "unet": float(timings.get("capture", 0.0)),
+                "capture": float(timings.get("capture", 0.0)),
                 "cluster": float(timings.get("segment", 0.0)),
                 "name": float(timings.get("name", 0.0)),
                 "write": float(timings.get("write", 0.0)),

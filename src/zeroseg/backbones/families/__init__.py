@@ -20,9 +20,6 @@ from zeroseg.errors import ConfigError, WeightsNotFoundError
 
 FAMILIES: dict[str, BackboneFamily] = {}
 
-# Where each family keeps the config of its denoiser (the UNet, or a transformer for DiT families).
-DENOISER_FOLDERS = ("unet", "transformer")
-
 
 def register_family(family: BackboneFamily) -> BackboneFamily:
     """Add a family to the registry under ``family.name`` (a second family of the same name is an error)."""
@@ -30,6 +27,11 @@ def register_family(family: BackboneFamily) -> BackboneFamily:
         raise ValueError(f"backbone family {family.name!r} is already registered")
     FAMILIES[family.name] = family
     return family
+
+
+def denoiser_folders() -> tuple[str, ...]:
+    """Where the registered families keep their denoiser's config (``unet``, ``transformer``), each once."""
+    return tuple(dict.fromkeys(family.denoiser_folder for family in FAMILIES.values()))
 
 
 def family_names() -> tuple[str, ...]:
@@ -75,7 +77,7 @@ def read_model_configs(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         index = {child.name: ["", ""] for child in sorted(folder.iterdir()) if child.is_dir()}
     else:
         index = {}
-    for name in DENOISER_FOLDERS:
+    for name in denoiser_folders():
         path = folder / name / "config.json"
         if path.is_file():
             return index, json.loads(path.read_text())
@@ -102,13 +104,13 @@ register_family(PixArt())
 
 __all__ = [
     "FAMILIES",
-    "DENOISER_FOLDERS",
     "BackboneFamily",
     "Conditioning",
     "Default",
     "DenoiserLayer",
     "LoadedParts",
     "detect_family",
+    "denoiser_folders",
     "detect_folder_family",
     "family_names",
     "get_family",

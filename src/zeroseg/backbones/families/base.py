@@ -108,6 +108,7 @@ class BackboneFamily(ABC):
         default_latent_divisor: the image-side divisor of the family's released models, known before loading
             (config-time checks use it; a loaded model reports its own through :meth:`latent_divisor`).
         defaults: per method, the family's defaults of the model-aware settings, each with its source.
+        layer_sources: per method, which layers :meth:`default_layers` gives, in words, with the source.
     """
 
     name: ClassVar[str]
@@ -116,6 +117,7 @@ class BackboneFamily(ABC):
     components: ClassVar[tuple[str, ...]]
     default_latent_divisor: ClassVar[int]
     defaults: ClassVar[dict[str, dict[str, Default]]]
+    layer_sources: ClassVar[dict[str, str]]
 
     @abstractmethod
     def recognises(self, model_index: dict[str, Any], denoiser_config: dict[str, Any]) -> bool:

@@ -58,6 +58,10 @@ class Flux(TransformerFamily):
     default_latent_divisor = 16  # VAE 8 x 2x2 packing
     transformer_class = "FluxTransformer2DModel"
     pipeline_class = "FluxPipeline"
+    layer_sources: ClassVar[dict[str, str]] = {
+        "diffseg": f"double-stream blocks 15-18 ({CONCEPT_ATTENTION})",
+        "diffcut": f"double-stream block 18, the last of those ({CONCEPT_ATTENTION})",
+    }
     checkpoint_markers = (("double_blocks.",), ("single_transformer_blocks.",))
     defaults: ClassVar[dict[str, dict[str, Default]]] = {
         "diffseg": {

@@ -34,6 +34,10 @@ class PixArt(TransformerFamily):
     default_latent_divisor = 16  # VAE 8 x patch 2
     transformer_class = "PixArtTransformer2DModel"
     pipeline_class = "PixArtSigmaPipeline"
+    layer_sources: ClassVar[dict[str, str]] = {
+        "diffseg": f"the middle block, 14 of 28 ({NO_SOURCE})",
+        "diffcut": f"the middle block, 14 of 28 ({NO_SOURCE})",
+    }
     checkpoint_markers = (("t_block.",), ("adaln_single.",))
     defaults: ClassVar[dict[str, dict[str, Default]]] = {
         "diffseg": {

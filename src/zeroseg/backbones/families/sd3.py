@@ -38,6 +38,10 @@ class StableDiffusion3(TransformerFamily):
     default_latent_divisor = 16  # VAE 8 x patch 2
     transformer_class = "SD3Transformer2DModel"
     pipeline_class = "StableDiffusion3Pipeline"
+    layer_sources: ClassVar[dict[str, str]] = {
+        "diffseg": f"block {SEG4DIFF_LAYER} of 24 ({SEG4DIFF}; the same relative depth in SD3.5-large's 38)",
+        "diffcut": f"block {SEG4DIFF_LAYER} of 24 ({SEG4DIFF}; the same relative depth in SD3.5-large's 38)",
+    }
     checkpoint_markers = (("joint_blocks.",), ("context_embedder.", "pos_embed.proj."))
     defaults: ClassVar[dict[str, dict[str, Default]]] = {
         "diffseg": {

@@ -35,6 +35,10 @@ class UNetFamily(BackboneFamily):
     """
 
     denoiser_folder = "unet"
+    layer_sources: ClassVar[dict[str, str]] = {
+        "diffseg": "every self-attention layer (DiffSeg official code)",
+        "diffcut": "the last encoder self-attention (DiffCut official code)",
+    }
     pipeline_class: ClassVar[str]
     tiny_unet: ClassVar[dict[str, Any]]
     tiny_vae_scaling_factor: ClassVar[float]
