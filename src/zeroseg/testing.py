@@ -63,8 +63,87 @@ VAE_ARCHITECTURE: dict[str, Any] = {
 }
 """The KL VAE of every released SD 1.x and SDXL-family model (they differ only in ``scaling_factor``)."""
 
-ARCHITECTURE_FAMILY = {"sd14": "sd", "sdxl": "sdxl", "ssd1b": "sdxl"}
-"""The backbone family of each architecture in :data:`UNET_ARCHITECTURES`."""
+_SD3 = {
+    "sample_size": 128,
+    "patch_size": 2,
+    "in_channels": 16,
+    "out_channels": 16,
+    "num_layers": 24,
+    "attention_head_dim": 64,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048,
+    "pos_embed_max_size": 192,
+}
+_FLUX = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "axes_dims_rope": (16, 56, 56),
+}
+TRANSFORMER_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # The released transformer/config.json of each model (diffusers layout).
+    "sd3-medium": _SD3,
+    "sd35-medium": {
+        **_SD3,
+        "pos_embed_max_size": 384,
+        "dual_attention_layers": tuple(range(13)),
+        "qk_norm": "rms_norm",
+    },
+    "sd35-large": {
+        **_SD3,
+        "num_layers": 38,
+        "num_attention_heads": 38,
+        "caption_projection_dim": 2432,
+        "qk_norm": "rms_norm",
+    },
+    "flux-schnell": {**_FLUX, "guidance_embeds": False},
+    "flux-dev": {**_FLUX, "guidance_embeds": True},
+    "pixart-sigma": {
+        "sample_size": 128,
+        "num_layers": 28,
+        "patch_size": 2,
+        "attention_head_dim": 72,
+        "num_attention_heads": 16,
+        "in_channels": 4,
+        "out_channels": 8,
+        "cross_attention_dim": 1152,
+        "caption_channels": 4096,
+        "attention_bias": True,
+        "activation_fn": "gelu-approximate",
+        "num_embeds_ada_norm": 1000,
+        "norm_type": "ada_norm_single",
+        "norm_elementwise_affine": False,
+        "norm_eps": 1e-6,
+        "interpolation_scale": 2,
+        "use_additional_conditions": False,
+    },
+}
+TEXT_TOKENS = {"sd3": 154, "flux-schnell": 256, "flux-dev": 512, "pixart": 300}
+"""Tokens of the empty-prompt conditioning of each transformer family (FLUX: per model)."""
+
+VAE_CONFIGS = {
+    "sd": {"scaling_factor": 0.18215},
+    "sdxl": {"scaling_factor": 0.13025},
+    "pixart": {"scaling_factor": 0.13025},  # the SDXL VAE
+    "sd3": {"scaling_factor": 1.5305, "shift_factor": 0.0609, "latent_channels": 16, "use_quant_conv": False},
+    "flux": {"scaling_factor": 0.3611, "shift_factor": 0.1159, "latent_channels": 16, "use_quant_conv": False},
+}
+"""How each family's released VAE differs from :data:`VAE_ARCHITECTURE` (16-channel VAEs have no quant convs)."""
+
+ARCHITECTURE_FAMILY = {
+    "sd14": "sd",
+    "sdxl": "sdxl",
+    "ssd1b": "sdxl",
+    **{name: name.split("-")[0].replace("sd35", "sd3") for name in TRANSFORMER_ARCHITECTURES},
+}
+"""The backbone family of each architecture in :data:`UNET_ARCHITECTURES` and :data:`TRANSFORMER_ARCHITECTURES`."""
 
 PROMPT_TOKENS = 77
 """Length of the text conditioning of every released SD-family model (CLIP's context)."""
@@ -102,6 +181,21 @@ def real_architecture_unet(name: str, *, dtype: torch.dtype = torch.float32, see
     return unet if dtype == torch.float32 else unet.to(dtype)
 
 
+def real_architecture_denoiser(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> Any:
+    """A randomly initialised denoiser with a released model's architecture: a UNet (:data:`UNET_ARCHITECTURES`) or
+    a transformer (:data:`TRANSFORMER_ARCHITECTURES`)."""
+    if name in UNET_ARCHITECTURES:
+        return real_architecture_unet(name, dtype=dtype, seed=seed)
+    import diffusers
+
+    from zeroseg.backbones.families import get_family
+
+    cls = getattr(diffusers, get_family(ARCHITECTURE_FAMILY[name]).transformer_class)
+    torch.manual_seed(seed)
+    model = cls(**TRANSFORMER_ARCHITECTURES[name]).eval().requires_grad_(False)
+    return model if dtype == torch.float32 else model.to(dtype)
+
+
 def real_architecture_backbone(
     name: str,
     *,
@@ -110,45 +204,79 @@ def real_architecture_backbone(
     image_sizes: tuple[int, ...] = (512, 768, 1024),
     seed: int = 0,
 ) -> Any:
-    """A :class:`~zeroseg.backbones.Backbone` with a released model's UNet and VAE, randomly initialised.
+    """A :class:`~zeroseg.backbones.Backbone` with a released model's denoiser and VAE, randomly initialised.
 
-    ``name`` is a key of :data:`UNET_ARCHITECTURES`. The text encoders are left out: their one output, the
-    empty-prompt conditioning, is set to random tensors of the released widths for each of ``image_sizes``
-    (the pipeline computes it once per model anyway). Everything else (VAE encoding in float32, noising, the
-    UNet pass and the methods) runs as with the released weights, so the pipeline's timings are the model's.
+    ``name`` is a key of :data:`UNET_ARCHITECTURES` or :data:`TRANSFORMER_ARCHITECTURES`. The text encoders are
+    left out: their one output, the empty-prompt conditioning, is set to random tensors of the released widths for
+    each of ``image_sizes`` (the pipeline computes it once per model anyway). Everything else (VAE encoding in
+    float32, noising, the denoiser pass and the methods) runs as with the released weights, so the pipeline's
+    timings are the model's.
     """
     from diffusers import AutoencoderKL
 
     from zeroseg.backbones.backbone import Backbone
-    from zeroseg.backbones.families import Conditioning, get_family
-    from zeroseg.backbones.schedule import ddpm_schedule
+    from zeroseg.backbones.schedule import ddpm_schedule, flow_schedule
     from zeroseg.backbones.tiny_parts import SCHEDULER
 
-    family, config = ARCHITECTURE_FAMILY[name], UNET_ARCHITECTURES[name]
-    scaling_factor = get_family(family).tiny_vae_scaling_factor  # the released VAEs' factor
+    family = ARCHITECTURE_FAMILY[name]
     device = torch.device(device)
-    unet = real_architecture_unet(name, dtype=dtype, seed=seed).to(device)
-    vae = AutoencoderKL(**VAE_ARCHITECTURE, scaling_factor=scaling_factor).eval().requires_grad_(False).to(device)
+    denoiser = real_architecture_denoiser(name, dtype=dtype, seed=seed).to(device)
+    vae = AutoencoderKL(**{**VAE_ARCHITECTURE, **VAE_CONFIGS[family]}).eval().requires_grad_(False).to(device)
+    schedule = flow_schedule({}) if family in ("sd3", "flux") else ddpm_schedule(SCHEDULER)
     backbone = Backbone(
         model=f"random-weights:{name}",
         family=family,
-        denoiser=unet,
+        denoiser=denoiser,
         vae=vae,
         tokenizers=[],
         text_encoders=[],
-        schedule=ddpm_schedule(SCHEDULER),
+        schedule=schedule,
         device=device,
         dtype=dtype,
     )
     gen = torch.Generator().manual_seed(seed)
     for size in image_sizes:
-        hidden = torch.randn(1, PROMPT_TOKENS, config["cross_attention_dim"], generator=gen)
-        hidden = hidden.to(device=device, dtype=dtype)
-        tensors = {"encoder_hidden_states": hidden}
+        conditioning = _random_conditioning(name, family, denoiser.config, size, gen, device=device, dtype=dtype)
+        backbone.override_conditioning(size, conditioning)
+    return backbone
+
+
+def _random_conditioning(
+    name: str, family: str, config: Any, size: int, gen: torch.Generator, *, device: torch.device, dtype: torch.dtype
+) -> Any:
+    """Random empty-prompt conditioning of the released widths and token counts (batch of one)."""
+    from zeroseg.backbones.families import Conditioning
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+    if family in ("sd", "sdxl"):
+        tensors = {"encoder_hidden_states": randn(1, PROMPT_TOKENS, config["cross_attention_dim"])}
         if config.get("addition_embed_type") == "text_time":  # pooled text embedding + six size ids
             pooled_width = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
             time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=dtype, device=device)
-            pooled = torch.randn(1, pooled_width, generator=gen).to(device=device, dtype=dtype)
-            tensors |= {"text_embeds": pooled, "time_ids": time_ids}
-        backbone.override_conditioning(size, Conditioning(tensors))
-    return backbone
+            tensors |= {"text_embeds": randn(1, pooled_width), "time_ids": time_ids}
+        return Conditioning(tensors)
+    if family == "sd3":
+        tokens, width = TEXT_TOKENS["sd3"], config["joint_attention_dim"]
+        return Conditioning(
+            {
+                "encoder_hidden_states": randn(1, tokens, width),
+                "pooled_projections": randn(1, config["pooled_projection_dim"]),
+            }
+        )
+    if family == "flux":
+        tokens = TEXT_TOKENS[name] if name in TEXT_TOKENS else 256
+        per_image = {
+            "encoder_hidden_states": randn(1, tokens, config["joint_attention_dim"]),
+            "pooled_projections": randn(1, config["pooled_projection_dim"]),
+        }
+        if config["guidance_embeds"]:
+            per_image["guidance"] = torch.full((1,), 3.5, device=device)
+        return Conditioning(per_image, {"txt_ids": torch.zeros(tokens, 3, device=device, dtype=dtype)})
+    tokens = TEXT_TOKENS["pixart"]
+    mask = torch.zeros(1, tokens, dtype=torch.long, device=device)
+    mask[0, 0] = 1
+    return Conditioning(
+        {"encoder_hidden_states": randn(1, tokens, config["caption_channels"]), "encoder_attention_mask": mask}
+    )
