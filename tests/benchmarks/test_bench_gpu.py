@@ -14,9 +14,14 @@ def test_bench_gpu_prints_a_row_per_method(capsys, monkeypatch):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     args = ["--tiny", "--device", "cpu", "--dtypes", "float32", "--batches", "1", "--repeats", "1", "--threads", "2"]
-    args += ["--stream", "2"]
+    args += ["--stream", "1", "--archs", "sd14", "flux-schnell"]
     rows = bench.main(args)
-    assert [(row[0], row[1], row[2]) for row in rows] == [("diffseg", "sd14", 512), ("diffcut", "ssd1b", 1024)]
-    for _, _, _, _, batch, backbone_s, total_s, _, stream_rate, busy, finite in rows:
-        assert batch == 1 and 0 < backbone_s <= total_s and stream_rate > 0 and 0 < busy <= 1 and finite
-    assert "total/backbone" in capsys.readouterr().out
+    sizes = [(row[0], row[1], row[2]) for row in rows]
+    assert sizes == [("diffseg", "sd14", 512), ("diffcut", "sd14", 1024)] + [
+        ("diffseg", "flux-schnell", 1024),
+        ("diffcut", "flux-schnell", 1024),
+    ]  # each model's own defaults
+    for _, _, _, _, batch, forward_s, backbone_s, total_s, stream_rate, busy, finite, _, _ in rows:
+        assert batch == 1 and forward_s > 0 and 0 < backbone_s <= total_s and stream_rate > 0 and 0 < busy <= 1
+        assert finite
+    assert "total/fwd" in capsys.readouterr().out

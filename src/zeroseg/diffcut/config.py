@@ -43,6 +43,13 @@ class DiffCutConfig:
         "last encoder self-attention, official code).",
         capture=True,
     )
+    max_cut_side: int = setting(
+        32,
+        "Largest token-grid side NCut works on: a larger feature grid (transformers at 1024 px: 64) is average-"
+        "pooled to it, so the dense eigensolve, whose cost grows with the cube of the nodes (64x64 costs 64 times "
+        "32x32), stays that of the UNets' 32x32 grid. 0 = no bound.",
+        capture=True,
+    )
     tau: float | None = setting(
         None, "NCut threshold; larger gives finer segments; per model (SSD-1B: 0.5, paper; SD 1.x: 0.2).", ui=True
     )
@@ -65,6 +72,10 @@ class DiffCutConfig:
         check_capture_settings(self.image_size, self.timestep)
         if self.layer is not None and (isinstance(self.layer, bool) or self.layer < 0):
             raise ConfigError(f"must be a layer index >= 0 (got {self.layer!r})", setting="layer")
+        if isinstance(self.max_cut_side, bool) or self.max_cut_side < 0:
+            raise ConfigError(
+                f"must be an integer >= 0, 0 = no bound (got {self.max_cut_side!r})", setting="max_cut_side"
+            )
         if self.tau is not None and not 0 < self.tau:
             raise ConfigError(f"must be positive (got {self.tau})", setting="tau")
         if not self.alpha > 0:

@@ -34,9 +34,13 @@ class DiffCut(Segmenter):
 
     @torch.inference_mode()
     def capture(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Encoder features ``{"features": (C, h, w)}`` per image (float32, on :attr:`method_device`)."""
+        """Features ``{"features": (C, h, w)}`` per image (float32, on :attr:`method_device`), average-pooled to
+        ``max_cut_side`` where the grid is larger."""
         latents, conditioning = self.denoiser_inputs(images, noise_seed=self.config.seed)
         features = capture_features(self.backbone, latents, self.config.timestep, conditioning, layer=self.config.layer)
+        bound = self.config.max_cut_side
+        if bound and features.shape[-1] > bound:  # bounds NCut's dense eigensolve (a transformer's 64x64 grid)
+            features = torch.nn.functional.adaptive_avg_pool2d(features.float(), bound)
         return [{"features": f.float().to(self.method_device)} for f in features]
 
     def segment_capture(

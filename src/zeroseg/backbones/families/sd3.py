@@ -66,7 +66,7 @@ class StableDiffusion3(TransformerFamily):
         "caption_projection_dim": 16,
         "joint_attention_dim": 32,
         "pooled_projection_dim": 16,
-        "pos_embed_max_size": 32,
+        "pos_embed_max_size": 128,  # images up to 2048 px
         "dual_attention_layers": (0, 1),
         "qk_norm": "rms_norm",
     }
