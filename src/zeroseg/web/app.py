@@ -50,6 +50,7 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
         MissingDependencyError: Gradio is not installed (``pip install 'zeroseg[web]'``).
     """
     gr = require("gradio", "web", "the web UI")
+    from zeroseg.backbones.defaults import known_defaults
     from zeroseg.options import method_options
     from zeroseg.web.sample import write_sample
 
@@ -89,12 +90,17 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                 for name in service.methods:
                     with gr.Group(visible=name == service.methods[0]) as group:
                         gr.Markdown(f"**{name} settings**")
+                        known = known_defaults(service.default_model(name) or "", name)  # the model's defaults
                         capture_controls[name] = {
-                            o.name: _capture_control(gr, name, o, service.capture_settings)
+                            o.name: _capture_control(gr, name, o, known | service.capture_settings)
                             for o in method_options(name)
                             if o.capture and o.name in CAPTURE_SETTINGS
                         }
-                        controls[name] = {o.name: _control(gr, name, o) for o in method_options(name) if o.ui}
+                        controls[name] = {
+                            o.name: _control(gr, name, o, known.get(o.name, o.default))
+                            for o in method_options(name)
+                            if o.ui
+                        }
                     groups[name] = group
             with gr.Column(scale=2):
                 status = gr.Markdown("Upload an image to start.", elem_id="status")
@@ -286,19 +292,20 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
     return demo
 
 
-def _control(gr: Any, method: str, option: Any) -> Any:
-    """The widget of one config option: a checkbox for flags, a slider where a range is known, else a box."""
+def _control(gr: Any, method: str, option: Any, default: Any) -> Any:
+    """The widget of one config option, set to ``default`` (the served model's where it is model-aware): a
+    checkbox for flags, a slider where a range is known, else a box."""
     label = f"{option.name} ({option.cli})"
     elem_id = f"{method}-{option.name}".replace("_", "-")
     if option.kind == "bool":
-        return gr.Checkbox(value=option.default, label=label, info=option.help, elem_id=elem_id)
+        return gr.Checkbox(value=default, label=label, info=option.help, elem_id=elem_id)
     if option.name in SLIDER_RANGES and option.kind in ("int", "float", "floats"):
         low, high, step = SLIDER_RANGES[option.name]
         high = tree_bound(method, option.name) or high
-        value = option.default[0] if isinstance(option.default, tuple) else option.default
+        value = default[0] if isinstance(default, tuple) else default
         return gr.Slider(low, high, value=value, step=step, label=label, info=option.help, elem_id=elem_id)
-    default = ",".join(map(str, option.default)) if isinstance(option.default, tuple) else str(option.default)
-    return gr.Textbox(value=default, label=label, info=option.help, elem_id=elem_id)
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+    return gr.Textbox(value=shown, label=label, info=option.help, elem_id=elem_id)
 
 
 CAPTURE_LABELS = {"image_size": "Image size", "timestep": "Timestep"}
