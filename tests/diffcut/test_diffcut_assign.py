@@ -79,3 +79,58 @@ def test_assign_rejects_bad_arguments():
         assign_concepts(feats, torch.zeros(8, 8, dtype=torch.long), (0, 8))
     with pytest.raises(ConfigError, match="`chunk_pixels`"):
         assign_concepts(feats, torch.zeros(8, 8, dtype=torch.long), (8, 8), chunk_pixels=0)
+
+
+def _tensor_form_assignment(feats, labels, out_size, *, exact_reference=False):
+    """The matrix-product form of the assignment (what runs without the compiled kernel)."""
+    from zeroseg.diffcut import assign
+
+    saved = list(assign._agrees)
+    assign._agrees[:] = [False]
+    try:
+        return assign_concepts(feats, labels, out_size, exact_reference=exact_reference)
+    finally:
+        assign._agrees[:] = saved
+
+
+@pytest.mark.parametrize("num_labels", [1, 2, 9, 120])
+@pytest.mark.parametrize("out_size", [(16, 16), (37, 53), (128, 96), (200, 321), (8, 5)])
+@pytest.mark.parametrize("exact_reference", [False, True])
+def test_compiled_assignment_is_bit_identical_to_the_matrix_products(num_labels, out_size, exact_reference):
+    pytest.importorskip("numba")
+    from zeroseg.diffcut import assign
+
+    gen = torch.Generator().manual_seed(num_labels * 7 + out_size[0])
+    feats = normalize_features(torch.randn(24, 16, 12, generator=gen))
+    labels = torch.randint(0, num_labels, (16, 12), generator=gen)
+    assign._agrees[:] = []  # the check runs again
+    compiled = assign_concepts(feats, labels, out_size, exact_reference=exact_reference)
+    assert assign._agrees == [True]  # the kernel ran: it agrees with this machine's matrix products
+    assert torch.equal(compiled, _tensor_form_assignment(feats, labels, out_size, exact_reference=exact_reference))
+
+
+def test_compiled_assignment_on_ulp_close_maps():
+    """Scores a few ulps apart: any other order or rounding of the interpolation sums moves argmaxes."""
+    pytest.importorskip("numba")
+    from zeroseg.diffcut import assign
+    from zeroseg.refine.compiled import compiled_kernels
+
+    gen = torch.Generator().manual_seed(4)
+    base = torch.rand(1, 10, 14, generator=gen) + 0.5
+    scores = base + torch.randint(-4, 5, (5, 10, 14), generator=gen) * torch.finfo(torch.float32).eps
+    compiled = assign._assign_compiled(compiled_kernels(), scores.contiguous(), (77, 95))
+    tensor = assign._assign_tensor(scores, bilinear_matrix(10, 77), bilinear_matrix(14, 95))
+    assert torch.equal(compiled, tensor)
+
+
+def test_matrix_taps_of_bilinear_matrices():
+    from zeroseg.diffcut.assign import matrix_taps
+
+    for n, m in [(4, 16), (32, 1024), (32, 768), (7, 3), (5, 5)]:
+        matrix = bilinear_matrix(n, m)
+        i0, i1, w0, w1 = matrix_taps(matrix)
+        rebuilt = torch.zeros_like(matrix)
+        rebuilt[torch.arange(m), i0] += w0
+        rebuilt[torch.arange(m), i1] += w1
+        assert torch.equal(rebuilt, matrix) and bool((i0 <= i1).all())
+    assert matrix_taps(torch.ones(2, 3)) is None  # three taps per row: the tensor form runs

@@ -181,3 +181,49 @@ def test_pipeline_keeps_the_tree_and_resegments_from_it(sdxl_backbone, monkeypat
     # Another alpha changes the affinity: the tree is rebuilt, not reused.
     rebuilt = pipe.resegment(result, alpha=5.0)
     assert rebuilt.tree is not result.tree and rebuilt.tree.alpha == 5.0
+
+
+@pytest.mark.parametrize("name", ["nested", "smooth-random"])
+def test_tree_build_reports_the_segments_found(name):
+    from zeroseg.diffcut.tree import NCUT_TREE_STEP
+
+    feats = FEATURES[name]()
+    calls = []
+    tree = ncut_tree_from_features(feats, max_tau=MAX_TAU, progress=lambda *call: calls.append(call))
+    segments = tree.num_segments(MAX_TAU)
+    assert {what for what, _, _ in calls} == {NCUT_TREE_STEP}
+    counts = [done for _, done, _ in calls]
+    assert counts == list(range(2, segments + 1)) + [segments]  # one report per split, then the total
+    assert [total for _, _, total in calls] == [0] * (segments - 1) + [segments]
+    plain = ncut_tree_from_features(feats, max_tau=MAX_TAU)
+    assert torch.equal(tree.cut(MAX_TAU), plain.cut(MAX_TAU)) and tree.thresholds() == plain.thresholds()
+
+
+def test_segment_features_forwards_pamr_progress():
+    from zeroseg.diffcut import segment_features
+    from zeroseg.refine.pamr import PAMR_STEP
+
+    feats = FEATURES["nested"]()
+    image = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
+    calls = []
+    settings = {"tau": 0.5, "out_size": (40, 40), "image": image, "pamr_iters": 3, "pamr_dilations": (1, 2)}
+    labels = segment_features(feats, **settings, progress=lambda *call: calls.append(call))
+    assert calls == [(PAMR_STEP, 1, 3), (PAMR_STEP, 2, 3), (PAMR_STEP, 3, 3)]
+    assert torch.equal(labels, segment_features(feats, **settings))
+
+
+def test_diffcut_segmenter_threads_progress(sdxl_backbone):
+    from zeroseg.registry import create_segmenter
+
+    segmenter = create_segmenter("diffcut", model=sdxl_backbone.model, backbone=sdxl_backbone, image_size=64)
+    segmenter = segmenter.with_config(pamr_iters=2, pamr_dilations=(1,))
+    capture = {"features": FEATURES["smooth-random"]()}
+    calls = []
+    record = lambda *call: calls.append(call)  # noqa: E731
+    tree = segmenter.build_tree(capture, progress=record)
+    assert calls[-1] == ("NCut tree", tree.num_segments(tree.max_tau), tree.num_segments(tree.max_tau))
+    calls.clear()
+    image = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
+    labels = segmenter.segment_capture(capture, output_size=(24, 24), image=image, tree=tree, progress=record)
+    assert calls == [("PAMR iteration", 1, 2), ("PAMR iteration", 2, 2)]
+    assert torch.equal(labels, segmenter.segment_capture(capture, output_size=(24, 24), image=image, tree=tree))

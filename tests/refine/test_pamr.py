@@ -182,3 +182,27 @@ def test_relabel_sequential_lookup_matches_unique():
         tensor = torch.from_numpy(values)
         expected = torch.unique(tensor, sorted=True, return_inverse=True)[1]
         assert torch.equal(relabel_sequential(tensor), expected.reshape(tensor.shape))
+
+
+def test_progress_reports_every_iteration(kernel_form):
+    from zeroseg.refine.pamr import PAMR_STEP
+
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 20, 24, generator=gen)
+    masks = torch.rand(3, 20, 24, generator=gen)
+    calls = []
+    refined = pamr(image, masks, num_iter=4, dilations=(1, 2), progress=lambda *call: calls.append(call))
+    assert calls == [(PAMR_STEP, i, 4) for i in range(1, 5)]
+    assert torch.equal(refined, pamr(image, masks, num_iter=4, dilations=(1, 2)))  # reporting changes nothing
+
+
+@pytest.mark.parametrize("max_pixels", [None, 200])
+def test_refine_labels_forwards_progress(max_pixels):
+    gen = torch.Generator().manual_seed(1)
+    image = torch.rand(3, 24, 30, generator=gen)
+    labels = torch.randint(0, 3, (6, 8), generator=gen)
+    calls = []
+    record = lambda *call: calls.append(call)  # noqa: E731
+    refined = refine_labels(labels, image, num_iter=3, dilations=(1,), max_pixels=max_pixels, progress=record)
+    assert [done for _, done, _ in calls] == [1, 2, 3] and {total for _, _, total in calls} == {3}
+    assert torch.equal(refined, refine_labels(labels, image, num_iter=3, dilations=(1,), max_pixels=max_pixels))

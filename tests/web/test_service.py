@@ -210,3 +210,103 @@ def test_recapture_errors_keep_the_result(service, store, scene):
     assert view.error and "--size" in view.status and "\n" not in view.status
     assert session.base is not None and session.backbone_passes == 1
     assert service.recapture(session, capture={"seed": 3}, settings={}).error  # not offered on the page
+
+
+PAMR_FEW = {"tau": 0.5, "alpha": 10.0, "pamr": True, "pamr_iters": 2}
+
+
+def _recorder():
+    calls = []
+    return calls, lambda fraction, description: calls.append((fraction, description))
+
+
+def test_progress_shows_the_tree_build_and_pamr_iterations(service, store, scene):
+    session = store.get("visitor")
+    calls, progress = _recorder()
+    view = service.segment_upload(
+        session, scene, method="diffcut", model=service.models[0], settings=PAMR_FEW, progress=progress
+    )
+    assert not view.error
+    texts = [text for _, text in calls]
+    segments = session.base.tree.num_segments(session.base.tree.max_tau)
+    assert f"NCut tree: {segments} segments" in texts  # the last report of the build always gets through
+    assert texts[-1] == "PAMR iteration 2/2"
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] < 1.0
+    calls.clear()
+    service.resegment(session, settings=PAMR_FEW | {"tau": 0.7}, progress=progress)
+    assert [text for _, text in calls][-1] == "PAMR iteration 2/2"  # the kept tree fits: no build reported
+    assert not any(text.startswith("NCut tree") for _, text in calls)
+
+
+def test_step_reporter_drops_close_reports_but_not_the_last():
+    from zeroseg.web.service import step_reporter
+
+    calls, progress = _recorder()
+    report = step_reporter(progress, interval=3600.0)
+    for done in range(1, 11):
+        report("PAMR iteration", done, 10)
+    assert calls == [(0.5 + 0.045, "PAMR iteration 1/10"), (0.95, "PAMR iteration 10/10")]
+
+
+def _same_cut_taus(tree) -> tuple[float, float]:
+    """Two taus with the same cut of ``tree`` (inside its widest gap between thresholds)."""
+    bounds = [0.0, *(t for t in tree.thresholds() if t < tree.max_tau), tree.max_tau]
+    low, high = max(zip(bounds[:-1], bounds[1:], strict=True), key=lambda gap: gap[1] - gap[0])
+    return low + (high - low) / 3, low + 2 * (high - low) / 3
+
+
+@pytest.mark.parametrize("pamr", [False, True])
+def test_a_kept_cut_gives_the_uncached_result(service, store, scene, pamr):
+    settings = NO_PAMR | ({"pamr": True, "pamr_iters": 2} if pamr else {})
+    cached = store.get("cached")
+    service.segment_upload(cached, scene, method="diffcut", model=service.models[0], settings=settings)
+    first, second = _same_cut_taus(cached.base.tree)
+    service.resegment(cached, settings=settings | {"tau": first})
+    kept = dict(cached.cut_results)
+    view = service.resegment(cached, settings=settings | {"tau": second})
+    assert dict(cached.cut_results).keys() == kept.keys()  # answered from the kept cut
+    assert cached.result.settings["tau"] == second
+    fresh = store.get("fresh")
+    service.segment_upload(fresh, scene, method="diffcut", model=service.models[0], settings=settings)
+    expected = service.resegment(fresh, settings=settings | {"tau": second})
+    assert not fresh.cut_results.keys() & cached.cut_results.keys()
+    assert np.array_equal(cached.result.labels, fresh.result.labels)
+    assert cached.result.labels.dtype == fresh.result.labels.dtype
+    assert cached.result.segments == fresh.result.segments and cached.result.settings == fresh.result.settings
+    for key in ("png", "json", "overlay"):
+        assert view.downloads[key].read_bytes() == expected.downloads[key].read_bytes()
+
+
+def test_overlay_download_is_the_overlay_format(service, store, scene, tmp_path):
+    from zeroseg.writers import OutputWriter
+
+    session = store.get("visitor")
+    view = service.segment_upload(session, scene, method="diffcut", model=service.models[0], settings=NO_PAMR)
+    (written,) = OutputWriter(tmp_path, formats=["overlay"]).write(session.result, "scene")
+    assert view.downloads["overlay"].read_bytes() == written.read_bytes()
+
+
+def test_page_progress_reaches_gradio(service, store, scene):
+    gr = pytest.importorskip("gradio")
+    from types import SimpleNamespace
+
+    from zeroseg.web import build_demo
+
+    demo = build_demo(service, store=store)
+    session = store.get("page")
+    service.segment_upload(session, scene, method="diffcut", model=service.models[0], settings=NO_PAMR)
+    blocks = {getattr(block, "elem_id", None): block for block in demo.blocks.values()}
+    data = {block: getattr(block, "value", None) for block in demo.blocks.values()}
+    data |= {blocks["method"]: "diffcut", blocks["vocabulary"]: "", blocks["diffcut-pamr"]: True}
+    (handler,) = {f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_settings"}
+    shown = []
+
+    class Progress(gr.Progress):
+        def __call__(self, progress, desc=None, **kwargs):
+            shown.append(desc)
+
+    outputs = handler(data, SimpleNamespace(session_hash="page"), progress=Progress())
+    assert "Error" not in outputs[0]
+    iterations = session.result.settings["pamr_iters"]
+    assert f"PAMR iteration {iterations}/{iterations}" in shown

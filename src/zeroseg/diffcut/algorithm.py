@@ -14,7 +14,14 @@ from zeroseg.diffcut.assign import DEFAULT_CHUNK_PIXELS, assign_concepts
 from zeroseg.diffcut.ncut import recursive_ncut
 from zeroseg.diffcut.tree import NCutTree
 from zeroseg.errors import ConfigError
-from zeroseg.refine.pamr import check_max_pixels, refine_labels, refine_masks_to_labels, resize_image, working_size
+from zeroseg.refine.pamr import (
+    StepProgress,
+    check_max_pixels,
+    refine_labels,
+    refine_masks_to_labels,
+    resize_image,
+    working_size,
+)
 from zeroseg.refine.relabel import relabel_sequential
 
 logger = logging.getLogger(__name__)
@@ -57,6 +64,7 @@ def segment_features(
     chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
     pamr_max_pixels: int | None = DEFAULT_PAMR_MAX_PIXELS,
     tree: NCutTree | None = None,
+    progress: StepProgress | None = None,
 ) -> torch.Tensor:
     """Segment one captured feature map with DiffCut (official ``generate_masks`` plus PAMR).
 
@@ -86,6 +94,8 @@ def segment_features(
             ``out_size`` whatever its size.
         tree: the NCut tree of these features (``ncut_tree_from_features``) built with this ``alpha`` and
             ``exact_reference`` at a ``max_tau >= tau``; the cut is then read from it (same labels, no eigensolve).
+        progress: called as ``progress("PAMR iteration", i, pamr_iters)`` after each PAMR iteration (see
+            :func:`zeroseg.refine.pamr.pamr`); None for silence.
 
     Returns:
         (H, W) long labels, contiguous from 0.
@@ -118,10 +128,15 @@ def segment_features(
     if work == (height, width):  # the official path: image resized to the output size, PAMR there
         if tuple(image.shape[1:]) != (height, width):
             image = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        return refine_labels(labels, image, num_iter=pamr_iters, dilations=pamr_dilations)
+        return refine_labels(labels, image, num_iter=pamr_iters, dilations=pamr_dilations, progress=progress)
     logger.debug("PAMR at a working size %dx%d for a %dx%d output", *work, height, width)
     present = torch.unique(labels)
     masks = (labels[None] == present[:, None, None]).to(torch.float32)
     return refine_masks_to_labels(
-        masks, resize_image(image, work), (height, width), num_iter=pamr_iters, dilations=pamr_dilations
+        masks,
+        resize_image(image, work),
+        (height, width),
+        num_iter=pamr_iters,
+        dilations=pamr_dilations,
+        progress=progress,
     )

@@ -30,6 +30,9 @@ from zeroseg.errors import ConfigError
 TREE_FORMAT = "zeroseg.ncut-tree/1"
 """Name and version of the JSON document written by :meth:`NCutTree.to_dict`."""
 
+NCUT_TREE_STEP = "NCut tree"
+"""What :func:`build_ncut_tree` reports to its ``progress`` callback: the segments found so far."""
+
 
 @dataclass(frozen=True)
 class NCutNode:
@@ -253,6 +256,7 @@ def build_ncut_tree(
     exact_reference: bool = False,
     grid: tuple[int, int] | None = None,
     split: Callable[[torch.Tensor], Bipartition | None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> NCutTree:
     """Run the recursive two-way NCut once at ``max_tau`` and keep every region and split.
 
@@ -267,6 +271,9 @@ def build_ncut_tree(
         grid: (h, w) of the feature grid with ``h * w == n``, so that cuts come back as 2-D maps.
         split: the two-way split of one graph; default ``bipartition`` with the eigensolver ``recursive_ncut``
             uses in that mode (the whole spectrum under ``exact_reference``).
+        progress: called as ``progress("NCut tree", segments, 0)`` after each accepted split (segments at
+            ``max_tau`` found so far; the total is not known yet) and ``progress("NCut tree", n, n)`` when the
+            tree is done, so that a page shows the build advancing; None for silence.
 
     Returns:
         The tree; ``tree.cut(tau)`` equals ``recursive_ncut(affinity, tau=tau, exact_reference=...)`` for any
@@ -287,6 +294,7 @@ def build_ncut_tree(
 
     # Same traversal as recursive_ncut: (members, level, parent id); LIFO, "y > threshold" side first.
     records: list[dict[str, Any]] = []
+    segments = 1
     stack: list[tuple[torch.Tensor, int, int | None]] = [(torch.arange(num_nodes), 0, None)]
     while stack:
         members, level, parent = stack.pop()
@@ -307,6 +315,11 @@ def build_ncut_tree(
         record["split"] = True
         stack.append((nodes[~best.side], level + 1, record["id"]))
         stack.append((nodes[best.side], level + 1, record["id"]))
+        segments += 1
+        if progress is not None:
+            progress(NCUT_TREE_STEP, segments, 0)
+    if progress is not None:
+        progress(NCUT_TREE_STEP, segments, segments)
 
     tree_nodes = [
         NCutNode(
@@ -323,13 +336,19 @@ def build_ncut_tree(
 
 
 def ncut_tree_from_features(
-    features: torch.Tensor, *, alpha: float = 10, max_tau: float, exact_reference: bool = False
+    features: torch.Tensor,
+    *,
+    alpha: float = 10,
+    max_tau: float,
+    exact_reference: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> NCutTree:
-    """The NCut tree of a captured (C, h, w) feature map, on the same affinity as ``segment_features``."""
+    """The NCut tree of a captured (C, h, w) feature map, on the same affinity as ``segment_features``
+    (``progress``: see :func:`build_ncut_tree`)."""
     feats = normalize_features(features)
     grid = (int(feats.shape[1]), int(feats.shape[2]))
     affinity = compute_affinity(feats, alpha=alpha)
-    tree = build_ncut_tree(affinity, max_tau=max_tau, exact_reference=exact_reference, grid=grid)
+    tree = build_ncut_tree(affinity, max_tau=max_tau, exact_reference=exact_reference, grid=grid, progress=progress)
     tree.alpha = float(alpha)
     return tree
 

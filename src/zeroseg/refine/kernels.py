@@ -11,7 +11,8 @@ and the softmax stay in torch: its vectorised ``sqrt`` and ``exp`` round differe
 Upsampling to labels: the tensor form writes the width-upsampled maps at full output width for every source
 row and then the height pass per block of rows; here the width pass of the two source rows an output row needs
 is kept while consecutive output rows share them, and every output pixel's argmax is taken on the fly, so
-nothing of the output's size but the labels is written.
+nothing of the output's size but the labels is written. DiffCut's concept assignment
+(:func:`concept_argmax`) does the same for its interpolation-matrix products, with their fused multiply-adds.
 
 Each kernel fills rows ``[y0, y1)`` of its output and releases the GIL, so :func:`run_rows` splits the rows
 over a thread pool (torch's thread count). The machine code is cached on disk (``cache=True``): only the
@@ -191,6 +192,60 @@ def upsample_argmax(maps, x0, x1, wx0, wx1, y0s, y1s, wy0, wy1, y0, y1, labels):
                     out[x] = k
 
 
+CONCEPT_TILE = 256
+"""Output columns per tile of :func:`concept_argmax` (the running maxima of a tile stay in the L1/L2 cache)."""
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def concept_argmax(scores, x0, x1, wx0, wx1, y0s, y1s, wy0, wy1, y0, y1, labels):  # pragma: no cover - compiled
+    """Rows [y0, y1) of DiffCut's concept assignment: ``labels[y, x] = argmax_k`` of the (K, h, w) ``scores``
+    bilinearly upsampled through two interpolation matrices, first index on ties, NaN largest.
+
+    Each matrix row has at most two non-zero entries, ``(x0, wx0)`` before ``(x1, wx1)`` (``x1 == x0`` and
+    ``wx1 == 0`` where it has one); a matrix product sums its terms in index order with fused multiply-adds, so
+    a value is ``fma(s[x1], wx1, s[x0] * wx0)`` along the width, then the same along the height: the bits of
+    ``(R @ scores @ C.T)``. Output rows that share their two source rows are done together, in column tiles:
+    the width pass of a tile is computed once per concept and the running maxima stay in cache.
+    """
+    num, width = scores.shape[0], labels.shape[1]
+    tile = min(width, CONCEPT_TILE)
+    upper, lower = np.empty(tile, np.float32), np.empty(tile, np.float32)
+    best = np.empty((max(1, y1 - y0), tile), np.float32)
+    index = np.empty((max(1, y1 - y0), tile), np.int64)
+    y = y0
+    while y < y1:
+        stop = y
+        while stop < y1 and y0s[stop] == y0s[y] and y1s[stop] == y1s[y]:
+            stop += 1
+        rows = stop - y
+        for t0 in range(0, width, tile):
+            count = min(width, t0 + tile) - t0
+            for k in range(num):
+                top, bottom = scores[k, y0s[y]], scores[k, y1s[y]]
+                for x in range(count):
+                    c = t0 + x
+                    upper[x] = _fma(top[x1[c]], wx1[c], top[x0[c]] * wx0[c])
+                    lower[x] = _fma(bottom[x1[c]], wx1[c], bottom[x0[c]] * wx0[c])
+                for j in range(rows):
+                    w0, w1 = wy0[y + j], wy1[y + j]
+                    b, o = best[j], index[j]
+                    if k == 0:
+                        for x in range(count):
+                            b[x] = _fma(lower[x], w1, upper[x] * w0)
+                            o[x] = 0
+                    else:
+                        for x in range(count):
+                            value = _fma(lower[x], w1, upper[x] * w0)
+                            if value > b[x] or (value != value and b[x] == b[x]):
+                                b[x] = value
+                                o[x] = k
+            for j in range(rows):
+                out = labels[y + j]
+                for x in range(count):
+                    out[t0 + x] = index[j, x]
+        y = stop
+
+
 def _executor(threads: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _pool_lock:
@@ -234,3 +289,4 @@ def warm_up() -> None:
     propagate(image, np.empty((8, 1, 1), np.float32), offsets, offsets, 2, 0, 1, np.empty_like(image))
     taps, weights = np.zeros(1, np.int64), np.ones(1, np.float32)
     upsample_argmax(maps, taps, taps, weights, weights, taps, taps, weights, weights, 0, 1, np.empty((1, 1), np.int64))
+    concept_argmax(maps, taps, taps, weights, weights, taps, taps, weights, weights, 0, 1, np.empty((1, 1), np.int64))

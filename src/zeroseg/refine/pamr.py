@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 import torch
@@ -43,6 +43,13 @@ AFFINITY_BAND_PIXELS = 1 << 15
 
 MEDIAN_BAND_PIXELS = 1 << 16
 """Pixels per band of the 3x3 median filter (ten int16 band buffers stay in cache)."""
+
+StepProgress = Callable[[str, int, int], None]
+"""Progress of a long step, called as ``progress(what, done, total)``: e.g. ``("PAMR iteration", 3, 10)`` after
+the third of ten iterations; ``total`` is 0 while it is not known yet."""
+
+PAMR_STEP = "PAMR iteration"
+"""What :func:`pamr` reports to its ``progress`` callback, once per iteration."""
 
 
 def _check_dilations(dilations: Sequence[int]) -> tuple[int, ...]:
@@ -205,8 +212,15 @@ def _propagate(source: torch.Tensor, weights: torch.Tensor, offsets, pad: int, t
                 out.addcmul_(shifted, weights[index, start:stop])
 
 
-def _iterate(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], num_iter: int) -> torch.Tensor:
-    """PAMR iterations on a replicate-padded double buffer: compiled row loops, or the tensor form."""
+def _iterate(
+    masks: torch.Tensor,
+    weights: torch.Tensor,
+    dils: tuple[int, ...],
+    num_iter: int,
+    progress: StepProgress | None = None,
+) -> torch.Tensor:
+    """PAMR iterations on a replicate-padded double buffer: compiled row loops, or the tensor form; ``progress``
+    hears ``(PAMR_STEP, i, num_iter)`` after iteration i."""
     offsets = _offsets(dils)
     pad = max(dils)
     height, width = masks.shape[1:]
@@ -215,7 +229,7 @@ def _iterate(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], 
     kernels = _kernels_for(masks)
     if kernels is not None:
         dys, dxs = kernels.offsets_arrays(offsets)
-    for _ in range(int(num_iter)):
+    for step in range(int(num_iter)):
         if kernels is not None:
             args = (source.numpy(), weights.numpy(), dys, dxs, pad, target.numpy())
             kernels.run_rows(kernels.propagate, (0, height), *args)
@@ -223,10 +237,19 @@ def _iterate(masks: torch.Tensor, weights: torch.Tensor, dils: tuple[int, ...], 
             _propagate(source, weights, offsets, pad, target)
         _fill_border(target, pad)
         source, target = target, source
+        if progress is not None:
+            progress(PAMR_STEP, step + 1, int(num_iter))
     return source[:, pad : pad + height, pad : pad + width].contiguous()
 
 
-def pamr(image: torch.Tensor, masks: torch.Tensor, *, num_iter: int, dilations: Sequence[int]) -> torch.Tensor:
+def pamr(
+    image: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    num_iter: int,
+    dilations: Sequence[int],
+    progress: StepProgress | None = None,
+) -> torch.Tensor:
     """Refine soft masks with PAMR: ``m <- sum_p a_p * m_shift(p)``, ``num_iter`` times.
 
     Args:
@@ -236,6 +259,8 @@ def pamr(image: torch.Tensor, masks: torch.Tensor, *, num_iter: int, dilations: 
             in the demo, official code).
         dilations: kernel dilations ((1, 2, 4, 8) benchmarks, (1, 2, 4, 8, 12, 24, 32, 64) open-vocabulary
             and demo, official code).
+        progress: called as ``progress("PAMR iteration", i, num_iter)`` after each iteration (a page's
+            progress bar); None for silence.
 
     Returns:
         (K, H, W) float32 refined masks.
@@ -255,7 +280,7 @@ def pamr(image: torch.Tensor, masks: torch.Tensor, *, num_iter: int, dilations: 
     if num_iter == 0 or masks.shape[0] == 0:
         return masks.clone()
     weights = local_affinity(image, dils)
-    return _iterate(masks, weights, dils, int(num_iter))
+    return _iterate(masks, weights, dils, int(num_iter), progress)
 
 
 # Median-of-9 selection network (19 compare-exchanges; Paeth, Graphics Gems; "opt_med9").
@@ -339,6 +364,7 @@ def refine_masks_to_labels(
     *,
     num_iter: int,
     dilations: Sequence[int],
+    progress: StepProgress | None = None,
 ) -> torch.Tensor:
     """PAMR on ``masks`` at the image size, then labels at ``out_size`` and the 3x3 median filter.
 
@@ -351,11 +377,12 @@ def refine_masks_to_labels(
         image: (3, h, w) float image in [0, 1], the PAMR working image.
         out_size: (H, W) of the labels.
         num_iter / dilations: PAMR settings.
+        progress: PAMR's iteration callback (see :func:`pamr`).
 
     Returns:
         (H, W) long labels, contiguous from 0.
     """
-    refined = pamr(image, masks, num_iter=num_iter, dilations=dilations)
+    refined = pamr(image, masks, num_iter=num_iter, dilations=dilations, progress=progress)
     if tuple(out_size) == tuple(refined.shape[1:]):
         labels = refined.argmax(0)
     else:
@@ -378,6 +405,7 @@ def refine_labels(
     num_iter: int = 10,
     dilations: Sequence[int] = (1, 2, 4, 8),
     max_pixels: int | None = None,
+    progress: StepProgress | None = None,
 ) -> torch.Tensor:
     """Refine a label map with PAMR at the image resolution, then a 3x3 median filter.
 
@@ -397,6 +425,7 @@ def refine_labels(
         dilations: PAMR dilations ((1, 2, 4, 8), official unsupervised evaluation).
         max_pixels: bound on the PAMR working resolution; None or 0 (default) = the image resolution, as the
             official code.
+        progress: PAMR's iteration callback (see :func:`pamr`).
 
     Returns:
         (H, W) long labels, contiguous from 0.
@@ -411,4 +440,4 @@ def refine_labels(
     if tuple(labels.shape) != work:
         masks = F.interpolate(masks[None], size=work, mode="bilinear", align_corners=True)[0]
     work_image = resize_image(image.to(torch.float32), work) if work != size else image
-    return refine_masks_to_labels(masks, work_image, size, num_iter=num_iter, dilations=dilations)
+    return refine_masks_to_labels(masks, work_image, size, num_iter=num_iter, dilations=dilations, progress=progress)

@@ -20,7 +20,7 @@ import numpy as np
 
 from zeroseg.errors import ConfigError
 
-RUN_KEYS = ("method", "model", "device", "dtype", "naming", "edits")
+RUN_KEYS = ("method", "model", "device", "dtype", "naming", "edits", "defaults_from")
 """Keys of a result's settings that are not method or capture settings."""
 
 

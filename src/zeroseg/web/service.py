@@ -7,6 +7,8 @@ a browser. Imports no Gradio.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import os
 import threading
@@ -29,9 +31,39 @@ DEFAULT_MAX_PIXELS = 16_000_000
 
 Progress = Callable[[float, str], None]
 
+STEP_INTERVAL = 0.1
+"""Seconds between two step reports forwarded to the page (the last step of a stage is always shown)."""
+
+CUT_CACHE_SIZE = 8
+"""Results kept per session by the cut of the segment tree they come from (a tau move back to a cut seen
+before is answered from here: no concept assignment, no PAMR)."""
+
 
 def _no_progress(fraction: float, description: str) -> None:
     """Progress sink when the caller shows none."""
+
+
+def step_reporter(progress: Progress, *, interval: float = STEP_INTERVAL) -> Callable[[str, int, int], None]:
+    """The step callback of the NCut tree build and PAMR (``(what, done, total)``) as page progress: "NCut tree:
+    12 segments", "PAMR iteration 3/10" (PAMR from 50 % to 95 %). Reports closer than ``interval`` seconds are
+    dropped, except the last one of a step."""
+    from zeroseg.diffcut.tree import NCUT_TREE_STEP
+
+    last = [-float("inf")]
+
+    def report(what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < interval and not (total and done >= total):
+            return
+        last[0] = now
+        if what == NCUT_TREE_STEP:
+            progress(0.4, f"{what}: {done} segments")
+        elif total:
+            progress(0.5 + 0.45 * min(done, total) / total, f"{what} {done}/{total}")
+        else:
+            progress(0.5, f"{what} {done}")
+
+    return report
 
 
 @dataclass(frozen=True)
@@ -239,9 +271,11 @@ class SegmentService:
     def capture_of(self, method: str, capture: dict[str, Any] | None) -> dict[str, Any]:
         """The page's capture settings parsed by their options, keeping only those that differ from the
         service's own (so equal settings share one pipeline); empty values mean the service's own."""
+        from zeroseg.backbones.defaults import known_defaults
         from zeroseg.options import method_options
 
         options = {o.name: o for o in method_options(method) if o.capture and o.name in CAPTURE_SETTINGS}
+        served = known_defaults(self.default_model(method) or "", method) | self.capture_settings
         chosen = {}
         for name, value in (capture or {}).items():
             if value is None or value == "":
@@ -250,7 +284,7 @@ class SegmentService:
                 raise ConfigError("is not a capture setting of the page", setting=name)
             option = options[name]
             parsed = option.parse(int(value) if option.kind == "int" and isinstance(value, float) else value)
-            if parsed != self.capture_settings.get(name, option.default):
+            if parsed != served.get(name, option.default):
                 chosen[name] = parsed
         return chosen
 
@@ -261,7 +295,7 @@ class SegmentService:
         with self._model_turn(model, progress):
             progress(0.2, text)
             before = pipe.segmenter.num_backbone_passes
-            (item,) = list(pipe.stream([ImageItem(image, source=name)]))
+            (item,) = list(_reporting(pipe, {}, progress).stream([ImageItem(image, source=name)]))
             self._count_passes(pipe.segmenter.num_backbone_passes - before)
         if isinstance(item, Failure):
             raise ImageError(item.error)
@@ -285,7 +319,18 @@ class SegmentService:
             progress(0.3, "segmenting (PAMR)" if settings.get("pamr") else "segmenting")
             start = time.perf_counter()
             edited = self._edited_base(session, session.edits) if base.tree is not None else base
-            result = pipe.resegment(edited, **overrides)
+            run = _reporting(pipe, overrides, progress)
+            key = _cut_key(run, edited.tree)
+            cached = session.cut_results.pop(key, None) if key is not None else None
+            if cached is not None:  # the same cut of the tree: the same labels, under this run's settings
+                session.cut_results[key] = cached  # now the most recent
+                result = replace(cached, settings=run.settings())
+            else:
+                result = run.resegment(edited)
+                if key is not None and result.tree is edited.tree:
+                    session.cut_results[key] = result
+                    while len(session.cut_results) > CUT_CACHE_SIZE:
+                        session.cut_results.popitem(last=False)
             seconds = time.perf_counter() - start
         except ZeroSegError as exc:
             return self._error(session, _describe(exc, session.method), keep_result=True)
@@ -293,6 +338,7 @@ class SegmentService:
         if result.tree is not None and result.tree is not edited.tree:
             session.base = replace(base, tree=result.tree)  # alpha changed: keep the new tree for the next move
             session.edits = []  # the edits named regions of the old tree
+            session.cut_results.clear()  # cuts of the old tree
         if base.tree is None:
             session.edits = []  # label-map edits name the ids of the old result
         result = with_edits(result, session.edits)
@@ -408,7 +454,8 @@ class SegmentService:
             pipe = self._pipeline_with(session.method, session.model, {}, session.labels, session.capture)
             start = time.perf_counter()
             if session.base.tree is not None:
-                result = pipe.resegment(self._edited_base(session, session.edits), **session.overrides)
+                run = _reporting(pipe, session.overrides, _no_progress)
+                result = run.resegment(self._edited_base(session, session.edits))
             else:
                 unedited = pipe.resegment(session.base, **session.overrides)
                 result = apply_label_edits(unedited, session.edits, namer=pipe.namer)
@@ -502,11 +549,13 @@ class SegmentService:
         session.result = result
         session.picked = session.previous = None  # ids may have changed: pick again
         stem = Path(session.name or "image").stem or "image"
-        formats = ["png", "overlay", "json"]
+        formats = ["png", "json"]
         if result.tree is not None and session.tree_written is not result.tree:
             formats.append("tree")  # the tree changes only with alpha: written once per tree
         writer = writers.OutputWriter(session.folder, formats=formats, overwrite=True)
         downloads = session.downloads | dict(zip(formats, writer.write(result, stem), strict=True))
+        overlay = _render_overlay(result)  # rendered once: the page's picture and the overlay download
+        downloads["overlay"] = _write_overlay(overlay, session.folder / f"{stem}{writers.FORMATS['overlay'].suffix}")
         if result.tree is None:
             downloads.pop("tree", None)
         session.tree_written, session.downloads = result.tree, downloads
@@ -523,7 +572,6 @@ class SegmentService:
             for s in result.segments
         ]
         colours = palette(max(int(result.labels.max()) + 1, 1))[result.labels]
-        overlay = _render_overlay(result)
         session.overlay = np.asarray(overlay)
         status = f"{result.num_segments} segments · {what} · UNet passes for this image: {session.backbone_passes}"
         return View(
@@ -563,6 +611,62 @@ def _render_overlay(result: Any) -> Any:
     from zeroseg import writers
 
     return writers.render_overlay(result)
+
+
+OVERLAY_QUALITY = 90
+"""JPEG quality of the overlay download, as the ``overlay`` output format writes it."""
+
+
+def _write_overlay(picture: Any, path: Path) -> Path:
+    """The rendered overlay saved as the ``overlay`` output format saves it (same bytes), without rendering it
+    a second time."""
+    from zeroseg.outputs import atomic_write
+
+    with atomic_write(path, overwrite=True) as temp:
+        picture.save(temp, format="JPEG", quality=OVERLAY_QUALITY)
+    return path
+
+
+class _Reporting:
+    """A segmenter whose ``segment_capture`` and ``build_tree`` report their steps (PAMR iterations, the NCut
+    tree build) to a callback, where the method takes one; everything else is the wrapped segmenter's own."""
+
+    def __init__(self, segmenter: Any, step: Callable[[str, int, int], None]) -> None:
+        self._segmenter, self._step = segmenter, step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._segmenter, name)
+
+    def segment_capture(self, capture: dict[str, Any], **kwargs: Any) -> Any:
+        return self._segmenter.segment_capture(capture, **kwargs, **self._progress("segment_capture"))
+
+    def build_tree(self, capture: dict[str, Any], **kwargs: Any) -> Any:
+        return self._segmenter.build_tree(capture, **kwargs, **self._progress("build_tree"))
+
+    def _progress(self, method: str) -> dict[str, Any]:
+        parameters = inspect.signature(getattr(type(self._segmenter), method)).parameters
+        return {"progress": self._step} if "progress" in parameters else {}
+
+
+def _reporting(pipe: Any, overrides: dict[str, Any], progress: Progress) -> Any:
+    """``pipe`` with ``overrides`` applied and its method's steps reported to ``progress`` (what
+    ``pipe.resegment(result, **overrides)`` runs, as ``_reporting(...).resegment(result)``)."""
+    segmenter = pipe.segmenter.with_config(**overrides) if overrides else pipe.segmenter
+    clone = copy.copy(pipe)
+    clone.segmenter = segmenter if progress is _no_progress else _Reporting(segmenter, step_reporter(progress))
+    return clone
+
+
+def _cut_key(run: Any, tree: Any) -> tuple[Any, ...] | None:
+    """What a result of ``run`` from ``tree`` depends on: the tree, every setting but the one the tree answers,
+    the naming, and the cut at that setting (its accepted splits); None when the run does not read a tree."""
+    segmenter = run.segmenter
+    spec = segmenter.tree_spec
+    if spec is None or tree is None or not segmenter.tree_fits(tree):
+        return None
+    settings = {name: value for name, value in run.settings().items() if name != spec.setting}
+    splits = tuple(node.id for node in tree.accepted_splits(getattr(segmenter.config, spec.setting)))
+    return tree, repr(sorted(settings.items())), splits
 
 
 def tree_bound(method: str, setting: str) -> float | None:

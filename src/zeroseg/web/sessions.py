@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ class Session:
         overrides / labels: the method settings and vocabulary of the current result (what an edit re-runs).
         edits: local edits of the current result (:mod:`zeroseg.web.edits`), in the order made.
         picked / previous: the segment ids picked last and before it (DiffSeg merges the two).
+        cut_results: recent results by the cut of the segment tree they come from, oldest first (see
+            ``zeroseg.web.service.CUT_CACHE_SIZE``); emptied with every new capture.
     """
 
     folder: Path
@@ -58,6 +61,7 @@ class Session:
     picked: int | None = None
     previous: int | None = None
     overlay: Any = None
+    cut_results: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
     touched: float = field(default_factory=time.monotonic)
 
     def keep(
@@ -68,6 +72,7 @@ class Session:
         self.method, self.model, self.name = method, model, name
         self.capture = dict(capture or {})
         self.backbone_passes = 1
+        self.cut_results.clear()
 
     def recaptured(self, result: Any, *, model: str | None, capture: dict[str, Any]) -> None:
         """Replace the base by a new capture of the same image (one more pass); edits and picks of the old
@@ -77,6 +82,7 @@ class Session:
         self.backbone_passes += 1
         self.tree_written, self.edits, self.edited_tree = None, [], None
         self.picked = self.previous = self.overlay = None
+        self.cut_results.clear()
 
     def clear_result(self) -> None:
         """Forget the image, its capture and the downloads written for it."""
@@ -87,6 +93,7 @@ class Session:
         self.downloads, self.tree_written = {}, None
         self.overrides, self.labels, self.edits, self.edited_tree = {}, "", [], None
         self.picked = self.previous = self.overlay = None
+        self.cut_results.clear()
         for path in self.folder.glob("*"):
             if path.is_file():
                 path.unlink(missing_ok=True)
@@ -95,7 +102,7 @@ class Session:
         """Bytes held by the kept arrays and tensors (capture, NCut tree, image, label maps)."""
         total = 0
         seen: set[int] = set()
-        for result in (self.base, self.result):
+        for result in (self.base, self.result, *self.cut_results.values()):
             if result is None:
                 continue
             for value in (result.labels, result.image, *(result.capture or {}).values()):
