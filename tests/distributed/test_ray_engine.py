@@ -79,7 +79,7 @@ def test_report_has_overall_and_per_worker_throughput_and_stage_times(files_run)
     assert document["images_per_s"] > 0 and 1 <= len(document["workers"]) <= 2  # a slow starter may get none
     assert sum(w["images"] for w in document["workers"].values()) == NUM_IMAGES
     assert all(w["images_per_s"] > 0 for w in document["workers"].values() if w["images"])
-    assert document["stage_s"]["unet"] > 0 and document["stage_s"]["cluster"] > 0 and document["stage_s"]["write"] > 0
+    assert document["stage_s"]["capture"] > 0 and document["stage_s"]["cluster"] > 0 and document["stage_s"]["write"] > 0
     settings = json.loads((out / "zeroseg-settings.json").read_text())
     assert settings["method"] == "diffseg" and settings["image_size"] == 64
 
