@@ -50,7 +50,6 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
         MissingDependencyError: Gradio is not installed (``pip install 'zeroseg[web]'``).
     """
     gr = require("gradio", "web", "the web UI")
-    from zeroseg.backbones.defaults import known_defaults
     from zeroseg.options import method_options
     from zeroseg.web.sample import write_sample
 
@@ -90,7 +89,7 @@ def build_demo(service: SegmentService | None = None, *, store: SessionStore | N
                 for name in service.methods:
                     with gr.Group(visible=name == service.methods[0]) as group:
                         gr.Markdown(f"**{name} settings**")
-                        known = known_defaults(service.default_model(name) or "", name)  # the model's defaults
+                        known = service.served_defaults(name)  # the model's defaults
                         capture_controls[name] = {
                             o.name: _capture_control(gr, name, o, known | service.capture_settings)
                             for o in method_options(name)

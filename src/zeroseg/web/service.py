@@ -153,6 +153,7 @@ class SegmentService:
         self._pipelines: dict[tuple[str, str | None, tuple[tuple[str, Any], ...]], Any] = {}
         self._backbones: dict[str | None, Any] = {}
         self._namers: dict[str, Any] = {}
+        self._served_defaults: dict[str, dict[str, Any]] = {}
         self._load_lock = threading.Lock()
         self._model_locks: dict[str | None, threading.Lock] = {}
         self._waiting: dict[str | None, int] = {}
@@ -170,6 +171,15 @@ class SegmentService:
         from zeroseg.registry import config_class
 
         return str(config_class(method)().model)
+
+    def served_defaults(self, method: str) -> dict[str, Any]:
+        """The model-aware settings' values for ``method``'s default model, as far as they are known before it
+        loads (what the page's controls start at); read once per method."""
+        if method not in self._served_defaults:
+            from zeroseg.backbones.defaults import known_defaults
+
+            self._served_defaults[method] = known_defaults(self.default_model(method) or "", method)
+        return self._served_defaults[method]
 
     def pipeline(self, method: str, model: str | None, capture: dict[str, Any] | None = None) -> Any:
         """The pipeline of ``method`` on ``model`` with the page's ``capture`` settings over the service's own

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from zeroseg.backbones.families.base import BackboneFamily, LoadedParts
+from zeroseg.backbones.families.base import BackboneFamily, Default, LoadedParts
 from zeroseg.backbones.schedule import NoiseSchedule
 from zeroseg.backbones.tiny_parts import tiny_vae, write_model_index
 from zeroseg.errors import WeightsNotFoundError
@@ -151,6 +151,16 @@ class TransformerFamily(BackboneFamily):
         write_model_index(root, {"_class_name": self.pipeline_class}, components)
 
     pipeline_class: ClassVar[str]
+
+
+UNTUNED_TAU = Default(0.5, "DiffCut paper's value (not tuned for this family)")
+
+
+def shared_defaults(image_size: Default, timestep: Default, *, tau: Default = UNTUNED_TAU) -> dict:
+    """A family's ``defaults`` when both methods read the model at the same size and timestep (the sources
+    name one setting for both), with DiffCut's tau."""
+    capture = {"image_size": image_size, "timestep": timestep}
+    return {"diffseg": dict(capture), "diffcut": {**capture, "tau": tau}}
 
 
 def _from_state_dict(cls: Any, path: Path, folder: Path, *, dtype: torch.dtype) -> Any:

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from zeroseg.backbones.families.base import Conditioning, Default, DenoiserLayer
-from zeroseg.backbones.families.dit import TransformerFamily, load_encoder, load_tokenizer, relative_layer
+from zeroseg.backbones.families.dit import (
+    TransformerFamily,
+    load_encoder,
+    load_tokenizer,
+    relative_layer,
+    shared_defaults,
+)
 from zeroseg.backbones.families.sd import tokenize
 from zeroseg.backbones.schedule import NoiseSchedule, flow_schedule
 from zeroseg.backbones.tiny_parts import tiny_clip_text_config, write_clip_tokenizer, write_t5
@@ -63,17 +69,9 @@ class Flux(TransformerFamily):
         "diffcut": f"double-stream block 18, the last of those ({CONCEPT_ATTENTION})",
     }
     checkpoint_markers = (("double_blocks.",), ("single_transformer_blocks.",))
-    defaults: ClassVar[dict[str, dict[str, Default]]] = {
-        "diffseg": {
-            "image_size": Default(1024, CONCEPT_ATTENTION),
-            "timestep": Default(500, CONCEPT_ATTENTION + ": t = 0.5, step 2 of 4 unshifted"),
-        },
-        "diffcut": {
-            "image_size": Default(1024, CONCEPT_ATTENTION),
-            "timestep": Default(500, CONCEPT_ATTENTION + ": t = 0.5, step 2 of 4 unshifted"),
-            "tau": Default(0.5, "DiffCut paper's value (not tuned for this family)"),
-        },
-    }
+    defaults: ClassVar[dict[str, dict[str, Default]]] = shared_defaults(
+        Default(1024, CONCEPT_ATTENTION), Default(500, CONCEPT_ATTENTION + ": t = 0.5, step 2 of 4 unshifted")
+    )
     tiny_transformer: ClassVar[dict[str, Any]] = {
         "patch_size": 1,
         "in_channels": 64,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from zeroseg.backbones.families.base import Conditioning, Default, DenoiserLayer
-from zeroseg.backbones.families.dit import TransformerFamily, load_encoder, load_tokenizer
+from zeroseg.backbones.families.dit import UNTUNED_TAU, TransformerFamily, load_encoder, load_tokenizer
 from zeroseg.backbones.recorders import attention_qk
 from zeroseg.backbones.schedule import NoiseSchedule, ddpm_schedule
 from zeroseg.backbones.tiny_parts import write_t5
@@ -34,10 +34,9 @@ class PixArt(TransformerFamily):
     default_latent_divisor = 16  # VAE 8 x patch 2
     transformer_class = "PixArtTransformer2DModel"
     pipeline_class = "PixArtSigmaPipeline"
-    layer_sources: ClassVar[dict[str, str]] = {
-        "diffseg": f"the middle block, 14 of 28 ({NO_SOURCE})",
-        "diffcut": f"the middle block, 14 of 28 ({NO_SOURCE})",
-    }
+    layer_sources: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("diffseg", "diffcut"), f"the middle block, 14 of 28 ({NO_SOURCE})"
+    )
     checkpoint_markers = (("t_block.",), ("adaln_single.",))
     defaults: ClassVar[dict[str, dict[str, Default]]] = {
         "diffseg": {
@@ -47,7 +46,7 @@ class PixArt(TransformerFamily):
         "diffcut": {
             "image_size": Default(1024, "PixArt-Sigma's native size (diffusers PixArtSigmaPipeline, sample_size 128)"),
             "timestep": Default(50, "DiffCut official code (the same DDPM process as SSD-1B)"),
-            "tau": Default(0.5, "DiffCut paper's value (not tuned for this family)"),
+            "tau": UNTUNED_TAU,
         },
     }
     tiny_transformer: ClassVar[dict[str, Any]] = {

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from zeroseg.backbones.families.base import Conditioning, Default, DenoiserLayer
-from zeroseg.backbones.families.dit import TransformerFamily, load_encoder, load_tokenizer, relative_layer
+from zeroseg.backbones.families.dit import (
+    TransformerFamily,
+    load_encoder,
+    load_tokenizer,
+    relative_layer,
+    shared_defaults,
+)
 from zeroseg.backbones.families.sd import tokenize
 from zeroseg.backbones.recorders import attention_qk
 from zeroseg.backbones.schedule import NoiseSchedule, flow_schedule
@@ -38,22 +44,15 @@ class StableDiffusion3(TransformerFamily):
     default_latent_divisor = 16  # VAE 8 x patch 2
     transformer_class = "SD3Transformer2DModel"
     pipeline_class = "StableDiffusion3Pipeline"
-    layer_sources: ClassVar[dict[str, str]] = {
-        "diffseg": f"block {SEG4DIFF_LAYER} of 24 ({SEG4DIFF}; the same relative depth in SD3.5-large's 38)",
-        "diffcut": f"block {SEG4DIFF_LAYER} of 24 ({SEG4DIFF}; the same relative depth in SD3.5-large's 38)",
-    }
+    layer_sources: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("diffseg", "diffcut"),
+        f"block {SEG4DIFF_LAYER} of 24 ({SEG4DIFF}; the same relative depth in SD3.5-large's 38)",
+    )
     checkpoint_markers = (("joint_blocks.",), ("context_embedder.", "pos_embed.proj."))
-    defaults: ClassVar[dict[str, dict[str, Default]]] = {
-        "diffseg": {
-            "image_size": Default(1024, SEG4DIFF),
-            "timestep": Default(545, SEG4DIFF + ": noise step 8 of 28 shifted (3.0) flow steps, sigma 0.55"),
-        },
-        "diffcut": {
-            "image_size": Default(1024, SEG4DIFF),
-            "timestep": Default(545, SEG4DIFF + ": noise step 8 of 28 shifted (3.0) flow steps, sigma 0.55"),
-            "tau": Default(0.5, "DiffCut paper's value (not tuned for this family)"),
-        },
-    }
+    defaults: ClassVar[dict[str, dict[str, Default]]] = shared_defaults(
+        Default(1024, SEG4DIFF),
+        Default(545, SEG4DIFF + ": noise step 8 of 28 shifted (3.0) flow steps, sigma 0.55"),
+    )
     tiny_transformer: ClassVar[dict[str, Any]] = {
         # SD3.5-medium layout in miniature: image-only attention (attn2) in the first blocks, q/k RMS norms.
         "sample_size": 16,
